@@ -1,0 +1,1 @@
+"""Jobs composed from :mod:`vad` parts (scoring, extraction, evaluation); owns parallelism."""

@@ -1,0 +1,63 @@
+"""Configuration: shipped YAML files load, defaults match, unknown keys and bad types fail."""
+
+from pathlib import Path
+
+import pytest
+
+from vad.config import ConfigError, ScoreConfig, load_config, parse_override, to_dict
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_every_shipped_config_loads():
+    files = sorted(CONFIGS.rglob("*.yaml"))
+    assert files, "no shipped configs found"
+    for path in files:
+        load_config(ScoreConfig, [path])
+
+
+def test_score_yaml_states_the_defaults():
+    # The README documents configs/pipelines/score.yaml as the defaults; they must not drift.
+    assert load_config(ScoreConfig, [CONFIGS / "pipelines" / "score.yaml"]) == ScoreConfig()
+
+
+def test_files_merge_in_order_then_overrides(tmp_path):
+    a = tmp_path / "a.yaml"
+    a.write_text("features:\n  crop: 10crop\n  batch_size: 20\n")
+    b = tmp_path / "b.yaml"
+    b.write_text("features:\n  batch_size: 30\n")
+    cfg = load_config(ScoreConfig, [a, b], ["events.threshold=2", "head.methods=[knn]", "head.reference=null"])
+    assert cfg.features.crop == "10crop"
+    assert cfg.features.batch_size == 30
+    assert cfg.events.threshold == 2.0 and isinstance(cfg.events.threshold, float)
+    assert cfg.head.methods == ["knn"]
+    assert cfg.head.reference is None
+
+
+def test_unknown_key_is_an_error_naming_key_and_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("features:\n  crops: 10crop\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*crops.*features"):
+        load_config(ScoreConfig, [bad])
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(ScoreConfig, [], ["nosuch.section=1"])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("features.batch_size=many", "integer"),
+        ("cache.enabled=maybe", "true/false"),
+        ("events.threshold=[1]", "number"),
+        ("io.short_side=12.5", "integer"),
+        ("features", "key.path=value"),
+    ],
+)
+def test_bad_values_are_errors(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(ScoreConfig, [], [override])
+
+
+def test_parse_override_nests():
+    assert parse_override("a.b.c=1") == {"a": {"b": {"c": 1}}}
+    assert to_dict(ScoreConfig())["snippets"] == {"length": 16, "stride": 16, "tail": "drop"}

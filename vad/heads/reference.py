@@ -1,0 +1,233 @@
+"""Label-free head: model normality from reference snippets of the same camera.
+
+Two distances to the reference feature distribution, each calibrated on the reference itself
+and averaged:
+
+* ``mahalanobis`` - distance to a Gaussian fitted with a Ledoit-Wolf shrunk covariance (the
+  sample covariance of a few dozen 1024-d snippets is singular; shrinkage makes it invertible
+  and well conditioned).
+* ``knn`` - mean Euclidean distance to the ``k`` nearest reference snippets.
+
+Features are L2-normalised first (I3D/CLIP magnitudes vary with scene brightness and motion
+energy; direction carries the content). Each distance is divided by the
+``calibration_quantile`` of the same distance measured on held-out reference snippets
+(cross-fitted for the Gaussian, leave-one-out for kNN), so a score of 1.0 means "as unusual as
+the top 1 % of the reference footage" and scores from different cameras are comparable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from vad.fsutil import atomic_path, write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("mahalanobis", "knn")
+
+
+@dataclass
+class ReferenceHeadConfig:
+    k: int = 5
+    shrinkage: str | float = "ledoit-wolf"
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    calibration_quantile: float = 0.99
+    normalize: bool = True
+    folds: int = 5  # cross-fitting folds for calibrating the Gaussian distance
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad or not self.methods:
+            raise ValueError(f"head methods must be a non-empty subset of {METHODS}, got {self.methods}")
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+        if not 0.0 < self.calibration_quantile <= 1.0:
+            raise ValueError(f"calibration_quantile must be in (0, 1], got {self.calibration_quantile}")
+        if isinstance(self.shrinkage, str):
+            if self.shrinkage != "ledoit-wolf":
+                raise ValueError(f"shrinkage must be 'ledoit-wolf' or a number in [0, 1], got {self.shrinkage!r}")
+        elif not 0.0 <= float(self.shrinkage) <= 1.0:
+            raise ValueError(f"shrinkage must be in [0, 1], got {self.shrinkage}")
+
+
+def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, float]:
+    """Ledoit-Wolf shrunk covariance of ``x`` (n, p) towards ``mu * I``; returns (cov, shrinkage).
+
+    Uses the closed form of Ledoit & Wolf (2004) with the sample covariance normalised by n.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n, p = x.shape
+    xc = x - x.mean(axis=0)
+    cov = xc.T @ xc / n
+    mu = np.trace(cov) / p
+    cov_sq = float(np.sum(cov * cov))
+    d2 = cov_sq - p * mu * mu  # ||S - mu I||_F^2
+    # sum_k ||x_k x_k^T - S||_F^2 = sum_k ||x_k||^4 - n ||S||_F^2
+    b2_bar = (float(np.sum(np.sum(xc * xc, axis=1) ** 2)) - n * cov_sq) / (n * n)
+    shrink = 1.0 if d2 <= 0 else float(min(b2_bar, d2) / d2)
+    shrunk = (1.0 - shrink) * cov
+    shrunk[np.diag_indices(p)] += shrink * mu
+    return shrunk, shrink
+
+
+def _l2_normalize(x: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norm, 1e-12)
+
+
+def _pairwise_sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+    return np.maximum(d, 0.0)
+
+
+@dataclass
+class _Gaussian:
+    mean: np.ndarray  # (D,)
+    precision: np.ndarray  # (D, D) inverse of the shrunk covariance
+
+    @classmethod
+    def fit(cls, x: np.ndarray, shrinkage: str | float) -> "_Gaussian":
+        if isinstance(shrinkage, str):
+            cov, _ = ledoit_wolf(x)
+        else:
+            xc = x - x.mean(0)
+            emp = xc.T @ xc / len(x)
+            mu = np.trace(emp) / emp.shape[0]
+            cov = (1 - float(shrinkage)) * emp + float(shrinkage) * mu * np.eye(emp.shape[0])
+        # A tiny ridge keeps the inverse finite when the reference is constant (mu == 0).
+        cov[np.diag_indices_from(cov)] += 1e-9
+        return cls(mean=x.mean(0), precision=np.linalg.inv(cov))
+
+    def distance(self, x: np.ndarray) -> np.ndarray:
+        diff = x - self.mean
+        return np.sqrt(np.maximum(np.einsum("nd,de,ne->n", diff, self.precision, diff), 0.0))
+
+
+class ReferenceHead:
+    """Fitted on reference snippet features (N, D); scores any snippet features (S, D)."""
+
+    def __init__(self, config: ReferenceHeadConfig | None = None) -> None:
+        self.config = config or ReferenceHeadConfig()
+        self._gaussian: _Gaussian | None = None
+        self._bank: np.ndarray | None = None
+        self.scales: dict[str, float] = {}
+        self.n_reference = 0
+
+    @property
+    def fitted(self) -> bool:
+        return self._bank is not None
+
+    def _prep(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2:
+            raise ValueError(f"features must be (snippets, dim), got shape {x.shape}")
+        if not np.isfinite(x).all():
+            raise ValueError("features contain NaN or inf")
+        return _l2_normalize(x) if self.config.normalize else x
+
+    def fit(self, reference: np.ndarray) -> "ReferenceHead":
+        x = self._prep(reference)
+        n = len(x)
+        if n < 2:
+            raise ValueError(f"need at least 2 reference snippets to model normality, got {n}")
+        cfg = self.config
+        self._bank = x
+        self.n_reference = n
+        self.scales = {}
+        if "mahalanobis" in cfg.methods:
+            self._gaussian = _Gaussian.fit(x, cfg.shrinkage)
+            held_out = self._cross_fitted_gaussian_distances(x)
+            self.scales["mahalanobis"] = self._scale(held_out)
+        if "knn" in cfg.methods:
+            self.scales["knn"] = self._scale(self._knn_distance(x, leave_one_out=True))
+        logger.info("reference head fitted on %d snippets; scales %s", n, self.scales)
+        return self
+
+    def _cross_fitted_gaussian_distances(self, x: np.ndarray) -> np.ndarray:
+        n = len(x)
+        folds = min(self.config.folds, n)
+        out = np.empty(n)
+        order = np.arange(n)
+        for f in range(folds):
+            test = order[f::folds]
+            train = np.setdiff1d(order, test)
+            if len(train) < 2:  # too few to refit: fall back to the in-sample model
+                out[test] = self._gaussian.distance(x[test])
+                continue
+            out[test] = _Gaussian.fit(x[train], self.config.shrinkage).distance(x[test])
+        return out
+
+    def _scale(self, distances: np.ndarray) -> float:
+        scale = float(np.quantile(distances, self.config.calibration_quantile))
+        return scale if scale > 1e-12 else 1.0
+
+    def _knn_distance(self, x: np.ndarray, leave_one_out: bool = False) -> np.ndarray:
+        assert self._bank is not None
+        d = _pairwise_sq_dist(x, self._bank)
+        if leave_one_out:
+            np.fill_diagonal(d, np.inf)
+        available = self._bank.shape[0] - (1 if leave_one_out else 0)
+        k = max(1, min(self.config.k, available))
+        nearest = np.partition(d, k - 1, axis=1)[:, :k]
+        return np.sqrt(nearest).mean(axis=1)
+
+    def distances(self, features: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw (uncalibrated) distance per method, each shaped (S,)."""
+        if not self.fitted:
+            raise RuntimeError("head is not fitted")
+        x = self._prep(features)
+        out = {}
+        if "mahalanobis" in self.config.methods:
+            out["mahalanobis"] = self._gaussian.distance(x)
+        if "knn" in self.config.methods:
+            out["knn"] = self._knn_distance(x)
+        return out
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        """Calibrated anomaly score per snippet (S,), float32: 1.0 = reference's calibration quantile."""
+        dists = self.distances(features)
+        calibrated = [dists[m] / self.scales[m] for m in self.config.methods]
+        return np.mean(calibrated, axis=0).astype(np.float32)
+
+    # -- persistence: safetensors for arrays (no code execution on load), JSON for the rest --
+    def save(self, directory: str | Path) -> Path:
+        if not self.fitted:
+            raise RuntimeError("cannot save an unfitted head")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {"bank": self._bank}
+        if self._gaussian is not None:
+            tensors["mean"] = self._gaussian.mean
+            tensors["precision"] = self._gaussian.precision
+        with atomic_path(directory / "head.safetensors") as tmp:
+            save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp))
+        write_json_atomic(
+            directory / "head.json",
+            {"type": "reference", "config": asdict(self.config), "scales": self.scales,
+             "n_reference": self.n_reference},
+        )
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "ReferenceHead":
+        directory = Path(directory)
+        meta_path, weights_path = directory / "head.json", directory / "head.safetensors"
+        if not meta_path.is_file() or not weights_path.is_file():
+            raise FileNotFoundError(f"{directory} is not a saved head (needs head.json and head.safetensors)")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("type") != "reference":
+            raise ValueError(f"{directory}: head type {meta.get('type')!r} is not 'reference'")
+        head = cls(ReferenceHeadConfig(**meta["config"]))
+        tensors = load_file(str(weights_path))
+        head._bank = tensors["bank"]
+        if "mean" in tensors:
+            head._gaussian = _Gaussian(mean=tensors["mean"], precision=tensors["precision"])
+        head.scales = {k: float(v) for k, v in meta["scales"].items()}
+        head.n_reference = int(meta["n_reference"])
+        return head
