@@ -17,7 +17,7 @@ import torch
 from tests.videos import find_sample, write_lossless_video
 from vad.cli import main
 
-SMALL = ["io.short_side=64", "features.crop_size=64", "features.batch_size=4", "head.min_reference_snippets=2"]
+SMALL = ["io.short_side=32", "features.crop_size=32", "features.batch_size=4", "head.min_reference_snippets=2"]
 
 
 @pytest.fixture(scope="module")

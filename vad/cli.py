@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="print what each decoder backend reports for a video")
     info.add_argument("video")
+
+    from vad.data import gt_cli
+
+    gt_cli.register(sub)
     return parser
 
 
@@ -240,8 +244,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from vad.data import gt_cli
+
     handlers = {"score": cmd_score, "config": cmd_config, "cache": cmd_cache,
-                "assets": cmd_assets, "info": cmd_info}
+                "assets": cmd_assets, "info": cmd_info, "gt": gt_cli.run}
     return handlers[args.command](args)
 
 

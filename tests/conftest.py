@@ -1,0 +1,24 @@
+"""Shared fixtures. Keep this small; helpers live in ``tests/videos.py``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.videos import make_frames, write_lossless_video
+
+LOSSLESS_FPS = 25.0
+
+
+@pytest.fixture(scope="session")
+def lossless_video(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray, float]:
+    """(path, frames, fps): 40 distinct 64x48 frames at 25 fps, FFV1 in .mkv.
+
+    Decodes bit-exactly with every backend. Session-scoped: do not modify the file.
+    """
+    frames = make_frames(40, 48, 64, seed=0)
+    path = write_lossless_video(tmp_path_factory.mktemp("lossless") / "clip.mkv", frames, LOSSLESS_FPS)
+    frames.setflags(write=False)
+    return path, frames, LOSSLESS_FPS
