@@ -28,7 +28,6 @@ REPO = Path(__file__).resolve().parents[1]
 _SAMPLE_DIRS = (
     REPO / "data" / "samples",
     Path("/usr/share/doc/opencv-doc/examples/data"),
-    Path("/tmp/ocvdoc/usr/share/doc/opencv-doc/examples/data"),
 )
 
 

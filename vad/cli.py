@@ -104,6 +104,25 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="print what each decoder backend reports for a video")
     info.add_argument("video")
 
+    ev = sub.add_parser("evaluate", help="benchmark metrics of scores against ground truth",
+                        description="Frame AUC / AP (both definitions), anomalous-only metrics, FAR, per-class "
+                        "and per-video tables, bootstrap CIs and event mAP; writes metrics.json, report.md, plots.")
+    ev.add_argument("--scores", required=True, help="a `vad score` run directory or a folder of <id>.npy/.csv scores")
+    ev.add_argument("--gt", required=True, help="folder of <id>.npy frame labels (vad gt build), or a dataset "
+                    "name (ucf_crime, xd_violence, ped2, avenue, shanghaitech) together with --annotations")
+    ev.add_argument("--annotations", help="annotation file when --gt is a dataset name")
+    ev.add_argument("--convention", help="interval reading when building ground truth (see vad gt build)")
+    ev.add_argument("--tail", choices=["drop", "pad", "none"], help="ground-truth tail policy when building it")
+    ev.add_argument("--out", required=True, type=Path, help="output directory")
+    ev.add_argument("--threshold", type=float, default=0.5, help="threshold of the false-alarm rate and events")
+    ev.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for CIs (0 = off)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--snippet-length", type=int, default=16)
+    ev.add_argument("--max-mismatch", type=int, default=16,
+                    help="most frames scores and ground truth may differ by before a video is excluded")
+    ev.add_argument("--max-video-plots", type=int, default=None, help="plot at most this many videos")
+    ev.add_argument("-v", "--verbose", action="count", default=0)
+
     from vad.data import gt_cli
 
     gt_cli.register(sub)
@@ -225,6 +244,32 @@ def cmd_assets(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pipelines.evaluate import EvaluateError, run_evaluate
+    from vad.data.annotations import AnnotationError
+
+    setup_logging(args.verbose, args.out / "evaluate.log")
+    try:
+        m = run_evaluate(args.scores, args.gt, args.out, annotations=args.annotations, convention=args.convention,
+                         tail=args.tail, threshold=args.threshold, n_boot=args.n_boot, seed=args.seed,
+                         snippet_length=args.snippet_length, max_mismatch=args.max_mismatch,
+                         max_video_plots=args.max_video_plots)
+    except (EvaluateError, AnnotationError, FileNotFoundError, ValueError) as err:
+        logger.error("%s", err)
+        return EXIT_JOB_ERROR
+
+    def f(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.4f}"
+
+    print(f"{m['n_videos']} videos, {m['n_frames']} frames: AUC {f(m['auc'])}  AP(step) {f(m['ap_step'])}  "
+          f"AP(trapezoid) {f(m['ap_trapezoid'])}  AUC(anomalous) {f(m['auc_anomalous'])}  FAR {f(m['far'])}")
+    for key in ("missing_scores", "missing_gt", "excluded"):
+        if m[key]:
+            print(f"  {key}: {len(m[key])} (see report)")
+    print(f"report: {(args.out / 'report.md').resolve()}")
+    return EXIT_OK
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from vad.io import VideoError, open_video
 
@@ -247,7 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from vad.data import gt_cli
 
     handlers = {"score": cmd_score, "config": cmd_config, "cache": cmd_cache,
-                "assets": cmd_assets, "info": cmd_info, "gt": gt_cli.run}
+                "assets": cmd_assets, "info": cmd_info, "gt": gt_cli.run,
+                "evaluate": cmd_evaluate}
     return handlers[args.command](args)
 
 

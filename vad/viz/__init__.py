@@ -15,10 +15,26 @@ def _runs(labels: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
 
 
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
+
+
 def plot_scores(
     path: str | Path,
     scores: np.ndarray,
-    fps: float,
+    fps: float | None,
     *,
     title: str = "",
     threshold: float | None = None,
@@ -27,13 +43,12 @@ def plot_scores(
     reference_frames: int | None = None,
 ) -> Path:
     """Score over time; events as orange spans, ground-truth anomalies as red spans,
-    the reference part (when the head used the start of the video) as a grey span."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    the reference part (when the head used the start of the video) as a grey span.
+    With ``fps=None`` the x axis is in frames."""
+    plt = _pyplot()
     scores = np.asarray(scores, dtype=np.float64)
+    x_label = "time (s)" if fps else "frame"
+    fps = fps or 1.0
     t = np.arange(len(scores)) / fps
     fig, ax = plt.subplots(figsize=(10, 3.2), dpi=100)
     try:
@@ -49,16 +64,45 @@ def plot_scores(
         ax.plot(t, scores, color="tab:blue", lw=1.2, label="anomaly score")
         if threshold is not None:
             ax.axhline(threshold, color="tab:orange", ls="--", lw=1, label=f"threshold {threshold:g}")
-        ax.set_xlabel("time (s)")
+        ax.set_xlabel(x_label)
         ax.set_ylabel("score")
         ax.set_xlim(0, max(t[-1] if len(t) else 0, 1 / fps))
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend(loc="upper left", fontsize=8, framealpha=0.8)
         fig.tight_layout()
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
+        return _save(fig, path)
     finally:
         plt.close(fig)
-    return path
+
+
+def plot_curve(
+    path: str | Path,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    kind: str,
+    label: str,
+    title: str = "",
+) -> Path:
+    """A ROC (``kind="roc"``: x = FPR, y = TPR) or PR (``kind="pr"``: x = recall, y = precision) curve."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.8, 4.4), dpi=100)
+    try:
+        if kind == "roc":
+            ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=1, label="chance")
+            ax.set_xlabel("false positive rate")
+            ax.set_ylabel("true positive rate")
+        else:
+            ax.set_xlabel("recall")
+            ax.set_ylabel("precision")
+        ax.plot(x, y, color="tab:blue", lw=1.5, label=label)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right" if kind == "roc" else "lower left", fontsize=8)
+        fig.tight_layout()
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
