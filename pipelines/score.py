@@ -193,21 +193,24 @@ class ScoreJob:
         items = assign_ids(expand_inputs([h.reference], self.cfg.io.extensions))
         if not items:
             raise JobError(f"reference {h.reference} holds no videos")
-        bank, problems = [], []
+        bank, groups, problems = [], [], []
         for item in tqdm(items, desc="reference", unit="video", disable=not self.progress):
             try:
                 vf = self.video_features(item)
             except (VideoError, VideoSkipped, ValueError) as err:
                 problems.append(f"{item.path}: {err}")
                 continue
-            bank.append(vf.features.reshape(-1, vf.features.shape[-1]))
+            n_crops, n_snippets, dim = vf.features.shape
+            bank.append(vf.features.reshape(-1, dim))
+            # crops of one snippet are one group; snippet ids are unique across reference videos
+            groups.append(np.tile(np.arange(n_snippets), n_crops) + sum(len(g) for g in groups))
         for p in problems:
             logger.warning("reference video skipped: %s", p)
         if not bank:
             raise JobError("no usable reference video: " + "; ".join(problems))
         reference = np.concatenate(bank)
         try:
-            self.shared_head = ReferenceHead(_head_config(self.cfg)).fit(reference)
+            self.shared_head = ReferenceHead(_head_config(self.cfg)).fit(reference, np.concatenate(groups))
         except ValueError as err:
             raise JobError(f"cannot fit the reference head: {err}") from None
         if h.save:
@@ -225,8 +228,14 @@ class ScoreJob:
                     f"only {n_snippets} snippet(s): too short to model normality from the video itself "
                     "(give --reference footage of this camera)"
                 )
-            head = ReferenceHead(_head_config(self.cfg)).fit(feats[:, :n_ref].reshape(-1, dim))
+            # Rows are crop-major; the crops of one snippet form a group (not independent samples).
+            groups = np.tile(np.arange(n_ref), n_crops)
+            head = ReferenceHead(_head_config(self.cfg)).fit(feats[:, :n_ref].reshape(-1, dim), groups)
         scores = np.mean([head.score(feats[c]) for c in range(n_crops)], axis=0)
+        if n_ref:
+            # The reference part is scored held-out (as if it were new footage), not in-sample,
+            # so the curve has no artificial step where the reference ends.
+            scores[:n_ref] = head.reference_scores.reshape(n_crops, n_ref).mean(axis=0)
         return scores, n_ref
 
     # -- one video --------------------------------------------------------------------------

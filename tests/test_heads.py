@@ -67,3 +67,24 @@ def test_constant_reference_does_not_blow_up():
     head = ReferenceHead().fit(np.ones((8, 16)))
     scores = head.score(np.vstack([np.ones((1, 16)), np.r_[np.ones(8), np.zeros(8)][None]]))
     assert np.isfinite(scores).all() and scores[1] > scores[0]
+
+
+def test_reference_scores_are_held_out_and_comparable_with_new_footage():
+    rng = np.random.default_rng(3)
+    head = ReferenceHead().fit(_scene(rng, 80))
+    new_normal = head.score(_scene(rng, 80))
+    # In-sample scores would be far lower (kNN finds each row itself); held-out ones are not.
+    assert 0.7 < np.median(head.reference_scores) / np.median(new_normal) < 1.4
+
+
+def test_groups_keep_crops_of_one_snippet_out_of_each_others_neighbours():
+    rng = np.random.default_rng(4)
+    snippets = _scene(rng, 30)
+    crops = np.concatenate([snippets, snippets + 1e-6])  # two near-identical "crops" per snippet
+    groups = np.tile(np.arange(30), 2)
+    grouped = ReferenceHead(ReferenceHeadConfig(methods=["knn"], k=1)).fit(crops, groups)
+    naive = ReferenceHead(ReferenceHeadConfig(methods=["knn"], k=1)).fit(crops)
+    # Without groups each crop's nearest neighbour is its twin: distances ~0, a useless scale.
+    assert naive.scales["knn"] < 1e-3 < grouped.scales["knn"]
+    with pytest.raises(ValueError, match="groups"):
+        ReferenceHead().fit(crops, groups[:5])

@@ -118,6 +118,9 @@ class ReferenceHead:
         self._bank: np.ndarray | None = None
         self.scales: dict[str, float] = {}
         self.n_reference = 0
+        # Calibrated held-out score of each reference row (set by fit): how the reference itself
+        # scores when it is not part of the model, comparable with scores of new footage.
+        self.reference_scores: np.ndarray | None = None
 
     @property
     def fitted(self) -> bool:
@@ -131,33 +134,44 @@ class ReferenceHead:
             raise ValueError("features contain NaN or inf")
         return _l2_normalize(x) if self.config.normalize else x
 
-    def fit(self, reference: np.ndarray) -> "ReferenceHead":
+    def fit(self, reference: np.ndarray, groups: np.ndarray | None = None) -> "ReferenceHead":
+        """Fit on reference rows (N, D). ``groups`` (N,) marks rows that are not independent
+        (the crops of one snippet): held-out distances never use a row of the same group."""
         x = self._prep(reference)
         n = len(x)
-        if n < 2:
-            raise ValueError(f"need at least 2 reference snippets to model normality, got {n}")
+        groups = np.arange(n) if groups is None else np.asarray(groups)
+        if len(groups) != n:
+            raise ValueError(f"groups has {len(groups)} entries for {n} reference rows")
+        n_groups = len(np.unique(groups))
+        if n_groups < 2:
+            raise ValueError(f"need at least 2 reference snippets to model normality, got {n_groups}")
         cfg = self.config
         self._bank = x
         self.n_reference = n
         self.scales = {}
+        held_out: dict[str, np.ndarray] = {}
         if "mahalanobis" in cfg.methods:
             self._gaussian = _Gaussian.fit(x, cfg.shrinkage)
-            held_out = self._cross_fitted_gaussian_distances(x)
-            self.scales["mahalanobis"] = self._scale(held_out)
+            held_out["mahalanobis"] = self._cross_fitted_gaussian_distances(x, groups)
         if "knn" in cfg.methods:
-            self.scales["knn"] = self._scale(self._knn_distance(x, leave_one_out=True))
-        logger.info("reference head fitted on %d snippets; scales %s", n, self.scales)
+            held_out["knn"] = self._knn_distance(x, exclude_groups=groups)
+        self.scales = {m: self._scale(d) for m, d in held_out.items()}
+        self.reference_scores = np.mean(
+            [held_out[m] / self.scales[m] for m in cfg.methods], axis=0
+        ).astype(np.float32)
+        logger.info("reference head fitted on %d rows (%d groups); scales %s", n, n_groups, self.scales)
         return self
 
-    def _cross_fitted_gaussian_distances(self, x: np.ndarray) -> np.ndarray:
-        n = len(x)
-        folds = min(self.config.folds, n)
-        out = np.empty(n)
-        order = np.arange(n)
+    def _cross_fitted_gaussian_distances(self, x: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """Each row's distance under a Gaussian fitted without its fold (folds split by group)."""
+        unique = np.unique(groups)
+        folds = min(self.config.folds, len(unique))
+        fold_of_group = {g: i % folds for i, g in enumerate(unique)}
+        fold = np.array([fold_of_group[g] for g in groups])
+        out = np.empty(len(x))
         for f in range(folds):
-            test = order[f::folds]
-            train = np.setdiff1d(order, test)
-            if len(train) < 2:  # too few to refit: fall back to the in-sample model
+            test, train = fold == f, fold != f
+            if train.sum() < 2:  # too few to refit: fall back to the in-sample model
                 out[test] = self._gaussian.distance(x[test])
                 continue
             out[test] = _Gaussian.fit(x[train], self.config.shrinkage).distance(x[test])
@@ -167,12 +181,16 @@ class ReferenceHead:
         scale = float(np.quantile(distances, self.config.calibration_quantile))
         return scale if scale > 1e-12 else 1.0
 
-    def _knn_distance(self, x: np.ndarray, leave_one_out: bool = False) -> np.ndarray:
+    def _knn_distance(self, x: np.ndarray, exclude_groups: np.ndarray | None = None) -> np.ndarray:
+        """Mean distance to the k nearest bank rows; with ``exclude_groups`` (x is the bank),
+        rows of the same group are not neighbours (leave-one-group-out)."""
         assert self._bank is not None
         d = _pairwise_sq_dist(x, self._bank)
-        if leave_one_out:
-            np.fill_diagonal(d, np.inf)
-        available = self._bank.shape[0] - (1 if leave_one_out else 0)
+        available = self._bank.shape[0]
+        if exclude_groups is not None:
+            same = exclude_groups[:, None] == exclude_groups[None, :]
+            d[same] = np.inf
+            available -= int(same.sum(axis=1).max())
         k = max(1, min(self.config.k, available))
         nearest = np.partition(d, k - 1, axis=1)[:, :k]
         return np.sqrt(nearest).mean(axis=1)
