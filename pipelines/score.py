@@ -346,12 +346,13 @@ class ScoreJob:
             raise JobError(f"no videos found in {list(map(str, inputs))}")
         self.prepare_shared_head()
         self.flush(started, finished=False)
-        bar = tqdm(items, desc="videos", unit="video", disable=not self.progress, position=0)
-        for item in bar:
+        bar = tqdm(total=len(items), desc="videos", unit="video", disable=not self.progress, position=0)
+        for item in items:
             result = self.score_video(item)
             self.results.append(result)
             n_failed = sum(r.status != "ok" for r in self.results)
-            bar.set_postfix(ok=len(self.results) - n_failed, failed=n_failed)
+            bar.set_postfix(ok=len(self.results) - n_failed, failed=n_failed, refresh=False)
+            bar.update(1)
             self.flush(started, finished=False)
         bar.close()
         return self.flush(started, finished=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-__all__ = ["sha256_file"]
+__all__ = ["runs", "sha256_file"]
 
 
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
@@ -15,3 +15,11 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
         while chunk := f.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def runs(mask: "np.ndarray") -> list[tuple[int, int]]:
+    """``(start, end_exclusive)`` of every run of non-zero values in a 1-D array."""
+    import numpy as np
+
+    edges = np.diff(np.concatenate(([0], np.asarray(mask).astype(bool).astype(np.int8), [0])))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))

@@ -37,6 +37,8 @@ from typing import Iterator
 
 import numpy as np
 
+from vad.utils import runs
+
 logger = logging.getLogger(__name__)
 
 DATASETS: tuple[str, ...] = ("ucf_crime", "xd_violence", "ped2", "avenue", "shanghaitech")
@@ -181,15 +183,6 @@ def _require_file(path: Path) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"annotation file not found: {path}")
     return path
-
-
-def runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """Runs of non-zero entries as 0-based half-open ``(start, end)`` pairs."""
-    m = np.asarray(mask).astype(bool).astype(np.int8)
-    d = np.diff(np.concatenate([[0], m, [0]]))
-    starts = np.flatnonzero(d == 1)
-    ends = np.flatnonzero(d == -1)
-    return [(int(s), int(e)) for s, e in zip(starts, ends)]
 
 
 # --------------------------------------------------------------------------- UCF-Crime

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from vad.utils import runs
+
 
 @dataclass(frozen=True)
 class Event:
@@ -32,12 +34,6 @@ def smooth(scores: np.ndarray, window: int) -> np.ndarray:
     pad_left = window // 2
     padded = np.pad(scores, (pad_left, window - 1 - pad_left), mode="edge")
     return np.convolve(padded, np.ones(window) / window, mode="valid")
-
-
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """[start, stop) of each run of True."""
-    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
-    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
 
 
 def detect_events(
@@ -66,7 +62,7 @@ def detect_events(
     if low > threshold:
         raise ValueError(f"low_threshold {low} must not exceed threshold {threshold}")
     curve = smooth(raw, int(round(smoothing_s * fps)))
-    intervals = [(a, b) for a, b in _runs(curve > low) if (curve[a:b] > threshold).any()]
+    intervals = [(a, b) for a, b in runs(curve > low) if (curve[a:b] > threshold).any()]
     merged: list[list[int]] = []
     gap = int(round(merge_gap_s * fps))
     for a, b in intervals:

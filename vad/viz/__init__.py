@@ -8,11 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from vad.fsutil import atomic_path
-
-
-def _runs(labels: np.ndarray) -> list[tuple[int, int]]:
-    edges = np.diff(np.concatenate([[0], (np.asarray(labels) > 0).astype(np.int8), [0]]))
-    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
+from vad.utils import runs
 
 
 def _pyplot():
@@ -55,7 +51,7 @@ def plot_scores(
         if reference_frames:
             ax.axvspan(0, reference_frames / fps, color="0.85", label="reference (normal) part")
         if ground_truth is not None:
-            for i, (a, b) in enumerate(_runs(ground_truth[: len(scores)])):
+            for i, (a, b) in enumerate(runs(ground_truth[: len(scores)])):
                 ax.axvspan(a / fps, b / fps, color="tab:red", alpha=0.25,
                            label="ground-truth anomaly" if i == 0 else None)
         for i, ev in enumerate(events):
