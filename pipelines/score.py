@@ -25,9 +25,10 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
+import torch
 import yaml
 from tqdm.auto import tqdm
 
@@ -39,9 +40,11 @@ from vad.events import Event, detect_events
 from vad.features.extractor import FeatureError, I3DExtractor, build_extractor
 from vad.fsutil import write_json_atomic, write_text_atomic
 from vad.heads import ReferenceHead, ReferenceHeadConfig
+from vad.heads.base import load_head
 from vad.io import VideoError, open_video
 from vad.viz import plot_scores
 from pipelines.inputs import VideoItem, assign_ids, expand_inputs
+from pipelines.train import score_snippets
 
 logger = logging.getLogger(__name__)
 
@@ -131,19 +134,24 @@ def validate(cfg: ScoreConfig) -> SnippetSpec:
 class ScoreJob:
     """One ``vad score`` run writing into ``out_dir``."""
 
-    def __init__(self, cfg: ScoreConfig, out_dir: str | Path, *, progress: bool = True) -> None:
+    def __init__(self, cfg: ScoreConfig, out_dir: str | Path, *, progress: bool = True,
+                 precomputed: bool = False) -> None:
+        """``precomputed``: score feature files (``run_features``), so no extractor is built."""
         self.cfg = cfg
         self.spec = validate(cfg)
         self.out_dir = Path(out_dir)
         self.progress = progress
-        try:
-            self.extractor: I3DExtractor = build_extractor(cfg.features, short_side=cfg.io.short_side)
-        except FeatureError as err:
-            raise JobError(str(err)) from None
+        self.extractor: I3DExtractor | None = None
+        if not precomputed:
+            try:
+                self.extractor = build_extractor(cfg.features, short_side=cfg.io.short_side)
+            except FeatureError as err:
+                raise JobError(str(err)) from None
         self.cache = FeatureCache(cfg.cache.root) if cfg.cache.enabled else None
         self.results: list[VideoResult] = []
         self.events: list[dict[str, Any]] = []
         self.shared_head: ReferenceHead | None = None
+        self.trained_head: torch.nn.Module | None = None
         self.ground_truth_dir = Path(cfg.output.ground_truth) if cfg.output.ground_truth else None
 
     # -- features ---------------------------------------------------------------------------
@@ -183,9 +191,14 @@ class ScoreJob:
         """Load a saved head, or fit one on the user's reference footage (once per job)."""
         h = self.cfg.head
         if h.load:
+            meta_path = Path(h.load) / "head.json"
             try:
-                self.shared_head = ReferenceHead.load(h.load)
-            except (OSError, ValueError, KeyError) as err:
+                kind = json.loads(meta_path.read_text()).get("type") if meta_path.is_file() else None
+                if kind in (None, "reference"):
+                    self.shared_head = ReferenceHead.load(h.load)
+                else:
+                    self.trained_head = load_head(h.load, self.extractor.device if self.extractor else "cpu")
+            except (OSError, ValueError, KeyError, RuntimeError) as err:
                 raise JobError(f"cannot load head from {h.load}: {err}") from None
             return
         if not h.reference:
@@ -219,6 +232,11 @@ class ScoreJob:
     def score_features(self, feats: np.ndarray, fps: float) -> tuple[np.ndarray, int | None]:
         """(snippet scores averaged over crops, number of leading reference snippets or None)."""
         n_crops, n_snippets, dim = feats.shape
+        if self.trained_head is not None:
+            expected = self.trained_head.config.input_dim
+            if dim != expected:
+                raise VideoSkipped(f"features are {dim}-d but the head was trained on {expected}-d features")
+            return score_snippets(self.trained_head, feats, next(self.trained_head.parameters()).device), None
         if self.shared_head is not None:
             head, n_ref = self.shared_head, None
         else:
@@ -239,11 +257,12 @@ class ScoreJob:
         return scores, n_ref
 
     # -- one video --------------------------------------------------------------------------
-    def score_video(self, item: VideoItem) -> VideoResult:
+    def score_video(self, item: VideoItem, get_features: Callable[[VideoItem], VideoFeatures] | None = None) -> VideoResult:
+        """Score one video; ``get_features`` defaults to decoding + extraction (with the cache)."""
         result = VideoResult(video=str(item.path), video_id=item.video_id)
         t0 = time.perf_counter()
         try:
-            vf = self.video_features(item)
+            vf = (get_features or self.video_features)(item)
             t1 = time.perf_counter()
             result.n_frames, result.fps, result.backend = vf.n_frames, vf.fps, vf.backend
             result.duration_s = vf.n_frames / vf.fps
@@ -270,7 +289,7 @@ class ScoreJob:
             self.events.extend({"video_id": item.video_id, **e.to_dict()} for e in events)
         except (VideoError, VideoSkipped) as err:
             self._fail(result, str(err))
-        except (ValueError, OSError) as err:
+        except (ValueError, OSError) as err:  # includes FeatureDataError (bad feature files)
             logger.debug("video %s failed", item.path, exc_info=True)
             self._fail(result, f"{type(err).__name__}: {err}")
         except Exception as err:  # noqa: BLE001 - one bad video must never stop the batch
@@ -325,8 +344,9 @@ class ScoreJob:
             "wall_s": round(wall, 3),
             "video_s": round(video_s, 3),
             "realtime_factor": round(video_s / wall, 3) if wall > 0 else None,
-            "extractor": {"name": self.extractor.spec.name, "key": self.extractor.spec.key,
-                          "weights": str(self.extractor.weights_path)},
+            "extractor": None if self.extractor is None else {
+                "name": self.extractor.spec.name, "key": self.extractor.spec.key,
+                "weights": str(self.extractor.weights_path)},
             "videos": [asdict(r) for r in self.results],
         }
 
@@ -338,17 +358,43 @@ class ScoreJob:
         return summary
 
     def run(self, inputs: Sequence[str | Path]) -> dict[str, Any]:
-        started = time.perf_counter()
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.out_dir / "config.yaml", yaml.safe_dump(to_dict(self.cfg), sort_keys=False))
         items = assign_ids(expand_inputs(inputs, self.cfg.io.extensions))
         if not items:
             raise JobError(f"no videos found in {list(map(str, inputs))}")
+        return self._run(items, self.video_features)
+
+    def run_features(self, feature_list: str | Path, fps: float, dataset: str | None = None) -> dict[str, Any]:
+        """Score precomputed features (a released feature set's list) without the videos.
+        Frame counts are snippets x stride (the drop-aligned length); time uses ``fps``."""
+        from vad.data.features import FeatureDataError, FeatureStore, read_feature_list
+
+        if fps <= 0:
+            raise JobError(f"--fps must be positive, got {fps}")
+        if self.cfg.head.reference:
+            raise JobError("--reference needs videos; with --features give a saved head (--head DIR) "
+                           "or let each video's first part be its reference")
+        try:
+            videos = {v.video_id: v for v in read_feature_list(feature_list, dataset=dataset)}
+        except FeatureDataError as err:
+            raise JobError(str(err)) from None
+        store = FeatureStore()
+
+        def features_of(item: VideoItem) -> VideoFeatures:
+            feats = store.all_crops(videos[item.video_id])
+            return VideoFeatures(feats, feats.shape[1] * self.spec.stride, fps, "features", True)
+
+        items = [VideoItem(path=v.paths[0], video_id=v.video_id) for v in videos.values()]
+        return self._run(items, features_of)
+
+    def _run(self, items: list[VideoItem], get_features: Callable[[VideoItem], VideoFeatures]) -> dict[str, Any]:
+        started = time.perf_counter()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.out_dir / "config.yaml", yaml.safe_dump(to_dict(self.cfg), sort_keys=False))
         self.prepare_shared_head()
         self.flush(started, finished=False)
         bar = tqdm(total=len(items), desc="videos", unit="video", disable=not self.progress, position=0)
         for item in items:
-            result = self.score_video(item)
+            result = self.score_video(item, get_features)
             self.results.append(result)
             n_failed = sum(r.status != "ok" for r in self.results)
             bar.set_postfix(ok=len(self.results) - n_failed, failed=n_failed, refresh=False)

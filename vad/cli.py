@@ -73,7 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--out", type=Path, help="run directory (default: a new timestamped folder under runs/)")
     score.add_argument("--reference", help="normal footage of the same camera(s) to model normality "
                        "(video, folder or list); default: the first part of each video")
-    score.add_argument("--head", help="a saved head directory (e.g. <run>/head) instead of fitting one")
+    score.add_argument("--head", help="a saved head directory: a trained MIL/GS-MoE head (`vad train --out`) "
+                       "or a fitted reference head (<run>/head)")
+    score.add_argument("--features", metavar="LIST", help="score precomputed features from a list file "
+                       "(RTFM/UR-DMU/VadCLIP layout, or `vad cache export-list`) instead of videos")
+    score.add_argument("--fps", type=float, default=30.0, help="frame rate for time stamps with --features (default 30)")
+    score.add_argument("--dataset", help="dataset naming conventions of a --features list (ucf_crime, xd_violence, ...)")
     score.add_argument("--backend", choices=["auto", "decord", "pyav", "opencv"], help="decoder")
     score.add_argument("--device", help="cpu, cuda, cuda:N or auto")
     score.add_argument("--crop", choices=["center", "5crop", "10crop"], help="crops per snippet")
@@ -103,6 +108,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="print what each decoder backend reports for a video")
     info.add_argument("video")
+
+    tr = sub.add_parser("train", help="train a weakly-supervised head (MIL, GS-MoE) on snippet features",
+                        description="Seeded, resumable training with model selection on a validation split "
+                        "carved from the training list (never the test set).")
+    tr.add_argument("--head", choices=["mil", "gsmoe"], help="head to train (default: from the config, mil)")
+    tr.add_argument("--features", help="folder the list's feature paths are re-anchored to (basenames kept)")
+    tr.add_argument("--train-list", required=True, help="list of training feature files (one .npy per line, crops adjacent)")
+    tr.add_argument("--val-list", help="validation list (default: carve train.val_fraction from the training list)")
+    tr.add_argument("--val-gt", help="folder of <video_id>.npy frame labels for the validation videos (frame AUC)")
+    tr.add_argument("--dataset", help="naming conventions of the lists (ucf_crime, xd_violence, shanghaitech)")
+    tr.add_argument("--out", required=True, type=Path, help="output directory (the trained head lands here)")
+    tr.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    tr.add_argument("--no-progress", action="store_true")
+    _add_config_args(tr)
 
     ev = sub.add_parser("evaluate", help="benchmark metrics of scores against ground truth",
                         description="Frame AUC / AP (both definitions), anomalous-only metrics, FAR, per-class "
@@ -165,6 +184,17 @@ def cmd_score(args: argparse.Namespace) -> int:
     out_dir = args.out or default_run_dir(cfg.output.root)
     setup_logging(args.verbose, out_dir / "run.log")
     inputs = list(args.inputs)
+    if args.features:
+        if inputs:
+            logger.error("give either videos or --features LIST, not both")
+            return EXIT_JOB_ERROR
+        try:
+            summary = ScoreJob(cfg, out_dir, progress=not args.no_progress, precomputed=True).run_features(
+                args.features, args.fps, args.dataset)
+        except JobError as err:
+            logger.error("%s", err)
+            return EXIT_JOB_ERROR
+        return _report_score(summary, out_dir)
     if not inputs:
         try:
             inputs = [str(sample_video())]
@@ -178,6 +208,10 @@ def cmd_score(args: argparse.Namespace) -> int:
     except JobError as err:
         logger.error("%s", err)
         return EXIT_JOB_ERROR
+    return _report_score(summary, out_dir)
+
+
+def _report_score(summary: dict, out_dir: Path) -> int:
     print(f"scored {summary['n_ok']}/{summary['n_videos']} video(s), {summary['n_events']} event(s), "
           f"{summary['realtime_factor']}x real time")
     for failure in summary["failed"]:
@@ -244,6 +278,43 @@ def cmd_assets(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def default_train_configs(head: str) -> list[Path]:
+    d = configs_dir()
+    path = d / "train" / f"{head}.yaml" if d else None
+    return [path] if path and path.is_file() else []
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pipelines.train import TrainError, Trainer
+    from vad.config import TrainConfig
+
+    overrides = list(args.overrides)
+    head = args.head
+    if head is None:
+        try:
+            head = load_config(TrainConfig, args.config, args.overrides).head.name
+        except ConfigError as err:
+            setup_logging(args.verbose)
+            logger.error("configuration error: %s", err)
+            return EXIT_JOB_ERROR
+    overrides.append(f"head.name={head}")
+    setup_logging(args.verbose, args.out / "train.log")
+    try:
+        cfg = load_config(TrainConfig, default_train_configs(head) + args.config, overrides)
+        trainer = Trainer(cfg, args.train_list, args.out, val_list=args.val_list, val_gt=args.val_gt,
+                          dataset=args.dataset, root=args.features, progress=not args.no_progress)
+        if args.resume and not trainer.resume():
+            logger.warning("--resume: no checkpoint in %s; starting from scratch", args.out)
+        summary = trainer.run()
+    except (ConfigError, TrainError) as err:
+        logger.error("%s", err)
+        return EXIT_JOB_ERROR
+    print(f"trained {head} for {summary['epochs_run']} epoch(s) on {summary['n_train']} videos; best epoch "
+          f"{summary['best']['epoch']} ({summary['selection']} = {summary['best']['metric']:.4f})")
+    print(f"head: {args.out.resolve()}  (use: vad score --head {args.out} ...)")
+    return EXIT_OK
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pipelines.evaluate import EvaluateError, run_evaluate
     from vad.data.annotations import AnnotationError
@@ -293,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     handlers = {"score": cmd_score, "config": cmd_config, "cache": cmd_cache,
                 "assets": cmd_assets, "info": cmd_info, "gt": gt_cli.run,
-                "evaluate": cmd_evaluate}
+                "evaluate": cmd_evaluate, "train": cmd_train}
     return handlers[args.command](args)
 
 

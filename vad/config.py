@@ -117,6 +117,42 @@ class ScoreConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
 
 
+@dataclass
+class TrainHeadConfig:
+    """Which trainable head, and its own parameters (checked by the head's config class)."""
+
+    name: str = "mil"  # mil | gsmoe
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainLoopConfig:
+    """The optimisation loop of ``vad train``."""
+
+    epochs: int = 50
+    batch_size: int = 32  # videos per step: half normal, half anomalous
+    steps_per_epoch: int | None = None  # null: enough steps to see every anomalous video once
+    lr: float = 1e-3
+    weight_decay: float = 1e-3
+    seed: int = 0
+    val_fraction: float = 0.1  # carved from the training list, stratified by video label
+    crop: str = "random"  # random | all | a crop index ("0"); test-time scores average over crops
+    device: str = "cpu"
+    threads: int | None = None
+    classes: str = "names"  # names: anomaly class from the video name | cluster: k-means experts
+    n_clusters: int = 8  # with classes: cluster
+    keep_checkpoints: int = 2
+    patience: int | None = None  # stop after this many epochs without a better validation score
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``vad train`` reads."""
+
+    head: TrainHeadConfig = field(default_factory=TrainHeadConfig)
+    train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+
+
 def _is_dataclass_type(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
@@ -139,6 +175,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ConfigError as err:
                 errors.append(str(err))
         raise ConfigError(f"{key}: {value!r} fits none of the allowed types ({'; '.join(errors)})")
+    if origin is dict:
+        # Free-form sections (e.g. a head's own parameters) are validated by their consumer.
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
