@@ -37,7 +37,7 @@ from vad.cache import FeatureCache, VideoFingerprint
 from vad.clips import SnippetSpec, expand_snippet_scores, iter_snippets, snippet_ranges
 from vad.config import ScoreConfig, to_dict
 from vad.events import Event, detect_events
-from vad.features.extractor import FeatureError, I3DExtractor, build_extractor
+from vad.features.extractor import FeatureError, FeatureExtractor, build_extractor
 from vad.fsutil import write_json_atomic, write_text_atomic
 from vad.heads import ReferenceHead, ReferenceHeadConfig
 from vad.heads.base import load_head
@@ -141,7 +141,7 @@ class ScoreJob:
         self.spec = validate(cfg)
         self.out_dir = Path(out_dir)
         self.progress = progress
-        self.extractor: I3DExtractor | None = None
+        self.extractor: FeatureExtractor | None = None
         if not precomputed:
             try:
                 self.extractor = build_extractor(cfg.features, short_side=cfg.io.short_side)

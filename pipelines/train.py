@@ -35,6 +35,7 @@ from vad.data.features import (
     FeatureStore,
     FeatureVideo,
     assign_classes,
+    check_files,
     read_feature_list,
     stratified_split,
 )
@@ -99,10 +100,10 @@ class Trainer:
         self.val_store = FeatureStore(cache_raw=True)
         self.val_gt = self._load_val_gt(val_gt)
         try:
-            self.dim = int(self.store.crop(self.train_videos[0], 0).shape[1])
-            self.val_store.dim = self.store.dim = self.dim
+            self.dim = check_files(self.train_videos + self.val_videos, None)
         except FeatureDataError as err:
             raise TrainError(str(err)) from None
+        self.val_store.dim = self.store.dim = self.dim
         self.class_names = self._classes()
         params = dict(cfg.head.params)
         params.setdefault("input_dim", self.dim)
@@ -254,7 +255,12 @@ class Trainer:
             parts_sum: dict[str, float] = {}
             n_steps = self.steps_per_epoch()
             for _ in range(n_steps):
-                loss, parts = self.head.loss(self._batch())
+                try:
+                    batch = self._batch()
+                except FeatureDataError as err:  # a crop beyond the up-front scan
+                    raise TrainError(f"{err} (checkpoints up to epoch {self.epoch} are intact: fix the "
+                                     "file and rerun with --resume)") from None
+                loss, parts = self.head.loss(batch)
                 if not torch.isfinite(loss):
                     raise TrainError(f"loss became {loss.item()} at epoch {self.epoch + 1}; lower train.lr")
                 self.optimizer.zero_grad(set_to_none=True)

