@@ -266,7 +266,7 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
-                for k, v in {"loss": float(loss), **parts}.items():
+                for k, v in {"loss": float(loss.detach()), **parts}.items():
                     parts_sum[k] = parts_sum.get(k, 0.0) + float(v)
             self.epoch += 1
             train_s = time.perf_counter() - started

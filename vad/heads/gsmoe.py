@@ -182,19 +182,18 @@ def tgs_loss(
     """BCE between scores (B, T) and their Gaussian splat targets (anomalous videos) or zeros
     (normal videos), averaged over each video's valid snippets, then over videos."""
     mask = torch.ones_like(scores, dtype=torch.bool) if mask is None else mask.bool()
-    per_video = []
-    for b in range(scores.shape[0]):
-        s = scores[b][mask[b]]
-        if s.numel() == 0:
-            continue
-        if float(labels[b]) > 0.5:
-            target = gaussian_splat_targets(s, window, min_sigma, peak_threshold)
-        else:
-            target = torch.zeros_like(s)
-        per_video.append(_bce(s, target.detach()).mean())
-    if not per_video:
+    target = torch.zeros_like(scores)
+    with torch.no_grad():  # targets come from the detached curve; the loop touches no graph
+        for b in torch.nonzero(labels > 0.5).squeeze(1).tolist():
+            if bool(mask[b].any()):
+                target[b, mask[b]] = gaussian_splat_targets(scores[b][mask[b]], window, min_sigma, peak_threshold)
+    m = mask.to(scores.dtype)
+    n_valid = m.sum(1)
+    per_video = (_bce(scores, target) * m).sum(1) / n_valid.clamp(min=1)
+    has_valid = n_valid > 0
+    if not bool(has_valid.any()):
         return scores.sum() * 0.0
-    return torch.stack(per_video).mean()
+    return per_video[has_valid].mean()
 
 
 @register_head("gsmoe", GSMoEConfig)
