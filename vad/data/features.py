@@ -35,8 +35,16 @@ class FeatureVideo:
 
 def load_crop(path: Path, dim: int | None = None) -> np.ndarray:
     """(snippets, dim) float32 from one feature file; raises FeatureDataError naming the file."""
+    arr = _open_checked(path, dim, mmap=False)
+    if not np.isfinite(arr).all():
+        raise FeatureDataError(f"{path}: features contain NaN or inf")
+    return arr.astype(np.float32, copy=False)
+
+
+def _open_checked(path: Path, dim: int | None, mmap: bool) -> np.ndarray:
+    """The (snippets, dim) array of a feature file (memory-mapped if ``mmap``), shape-checked."""
     try:
-        arr = np.load(path, allow_pickle=False)
+        arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except FileNotFoundError:
         raise FeatureDataError(f"{path}: feature file not found") from None
     except (OSError, ValueError) as err:
@@ -47,9 +55,7 @@ def load_crop(path: Path, dim: int | None = None) -> np.ndarray:
         raise FeatureDataError(f"{path}: expected features shaped (snippets, dim), got {arr.shape}")
     if dim is not None and arr.shape[1] != dim:
         raise FeatureDataError(f"{path}: feature dimension {arr.shape[1]}, expected {dim}")
-    if not np.isfinite(arr).all():
-        raise FeatureDataError(f"{path}: features contain NaN or inf")
-    return arr.astype(np.float32, copy=False)
+    return arr
 
 
 def check_files(videos: list[FeatureVideo], dim: int | None, full_scan_bytes: int = 2 << 30) -> int:
@@ -63,18 +69,8 @@ def check_files(videos: list[FeatureVideo], dim: int | None, full_scan_bytes: in
     for v in videos:
         lengths = set()
         for c, path in enumerate(v.paths):
-            try:
-                arr = np.load(path, mmap_mode="r", allow_pickle=False)
-            except FileNotFoundError:
-                raise FeatureDataError(f"{path}: feature file not found") from None
-            except (OSError, ValueError) as err:
-                raise FeatureDataError(f"{path}: not a readable .npy feature file ({err})") from None
-            if arr.ndim != 2 or arr.shape[0] == 0:
-                raise FeatureDataError(f"{path}: expected features shaped (snippets, dim), got {arr.shape}")
-            if dim is None:
-                dim = int(arr.shape[1])
-            elif arr.shape[1] != dim:
-                raise FeatureDataError(f"{path}: feature dimension {arr.shape[1]}, expected {dim}")
+            arr = _open_checked(path, dim, mmap=True)
+            dim = int(arr.shape[1])
             if (full or c == 0) and not np.isfinite(arr).all():
                 raise FeatureDataError(f"{path}: features contain NaN or inf")
             lengths.add(arr.shape[0])
