@@ -50,15 +50,11 @@ class TrainError(RuntimeError):
     """Training cannot start or continue (bad data, bad configuration, incompatible resume)."""
 
 
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Trained heads see L2-normalised features (the segments they train on are normalised)."""
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 @torch.inference_mode()
 def score_snippets(head: torch.nn.Module, features: np.ndarray, device: str | torch.device = "cpu") -> np.ndarray:
     """Snippet scores (S,) of a trained head for features (n_crops, S, D), averaged over crops."""
-    x = torch.from_numpy(l2_normalize(np.asarray(features, dtype=np.float32))).to(device)
+    # Heads L2-normalise their input themselves (training segments are normalised too).
+    x = torch.from_numpy(np.asarray(features, dtype=np.float32)).to(device)
     head.eval()
     return head(x).float().mean(dim=0).cpu().numpy()
 
@@ -274,12 +270,13 @@ class Trainer:
             metric = val.get("val_frame_auc", val.get("val_video_auc", -self.epoch_loss(parts_sum, n_steps)))
             record = {"epoch": self.epoch, **{k: v / n_steps for k, v in parts_sum.items()}, **val,
                       "train_s": round(train_s, 3)}
-            if metric is not None and not math.isnan(metric) and metric > self.best["metric"]:
+            valid = metric is not None and not math.isnan(metric)
+            # Ties go to the later epoch: a coarse validation metric (video AUC over a few
+            # dozen videos) saturates early, while localisation keeps improving.
+            stale = 0 if valid and metric > self.best["metric"] else stale + 1
+            if valid and metric >= self.best["metric"]:
                 self.best = {"epoch": self.epoch, "metric": float(metric)}
                 save_head(self.head, self.out, extra=self._head_extra())
-                stale = 0
-            else:
-                stale += 1
             with open(metrics_path, "a") as fh:
                 fh.write(json.dumps(record) + "\n")
             self._save_checkpoint()

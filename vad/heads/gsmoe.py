@@ -161,12 +161,12 @@ def gaussian_splat_targets(
     peaks = torch.nonzero((s >= local_max) & (s >= peak_threshold * s.max()) & (s > 0)).squeeze(1)
     # Score-weighted spread of positions around each peak; zero padding = clipping to the video.
     win = F.pad(s, (w, w)).unfold(0, 2 * w + 1, 1)[peaks]  # (P, 2w+1)
-    offsets = torch.arange(-w, w + 1, dtype=s.dtype)
+    offsets = torch.arange(-w, w + 1, dtype=s.dtype, device=s.device)
     mass = win.sum(1)
     mean = (win * offsets).sum(1) / mass
     var = (win * (offsets - mean[:, None]) ** 2).sum(1) / mass
     sigma = var.clamp(min=0).sqrt().clamp(min=min_sigma)
-    pos = torch.arange(t_len, dtype=s.dtype)
+    pos = torch.arange(t_len, dtype=s.dtype, device=s.device)
     bumps = s[peaks, None] * torch.exp(-((pos[None, :] - peaks[:, None].to(s.dtype)) ** 2) / (2 * sigma[:, None] ** 2))
     return bumps.amax(0).to(scores.dtype)
 
