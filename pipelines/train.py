@@ -115,6 +115,7 @@ class Trainer:
             raise TrainError(f"head.params.input_dim={self.head.config.input_dim} but features are {self.dim}-d")
         self.optimizer = torch.optim.Adam(self.head.parameters(), lr=t.lr, weight_decay=t.weight_decay)
         self.rng = np.random.default_rng(t.seed)
+        self.queues: dict[str, list[int]] = {"anomalies": [], "normals": []}
         self.epoch = 0
         self.best: dict[str, Any] = {"epoch": None, "metric": -math.inf}
 
@@ -156,11 +157,23 @@ class Trainer:
             raise TrainError(f"train.crop={index} but {video.video_id} has {n} crop(s)")
         return index
 
+    def _draw(self, which: str, n: int) -> list[FeatureVideo]:
+        """``n`` videos from a shuffled queue (refilled with a new permutation when empty), so an
+        epoch of ceil(anomalous / half-batch) steps sees every anomalous video once. The queues
+        are part of the checkpoint, so a resumed run draws exactly what an uninterrupted one would."""
+        pool = self.anomalies if which == "anomalies" else self.normals
+        queue = self.queues[which]
+        out = []
+        while len(out) < n:
+            if not queue:
+                queue.extend(int(i) for i in self.rng.permutation(len(pool)))
+            out.append(pool[queue.pop(0)])
+        return out
+
     def _batch(self) -> FeatureBatch:
         half = self.cfg.train.batch_size // 2
         n_seg = self.head.config.n_segments
-        chosen = [self.anomalies[i] for i in self.rng.integers(len(self.anomalies), size=half)]
-        chosen += [self.normals[i] for i in self.rng.integers(len(self.normals), size=half)]
+        chosen = self._draw("anomalies", half) + self._draw("normals", half)
         feats = np.stack([self.store.segments(v, self._crop_index(v), n_seg) for v in chosen])
         return FeatureBatch(
             features=torch.from_numpy(feats),
@@ -197,7 +210,8 @@ class Trainer:
         with atomic_path(directory / "state.pt") as tmp:
             torch.save({"optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state()}, tmp)
         write_json_atomic(directory / "state.json", {"epoch": self.epoch, "best": self.best,
-                                                     "numpy_rng": self.rng.bit_generator.state})
+                                                     "numpy_rng": self.rng.bit_generator.state,
+                                                     "queues": self.queues})
         # The pointer is written last: a checkpoint is complete once last.json names it.
         write_json_atomic(ckpt_dir / "last.json", {"epoch": self.epoch, "dir": directory.name})
         keep = max(1, self.cfg.train.keep_checkpoints)
@@ -224,6 +238,7 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         meta = json.loads((directory / "state.json").read_text())
         self.rng.bit_generator.state = meta["numpy_rng"]
+        self.queues = {k: list(v) for k, v in meta["queues"].items()}
         self.epoch, self.best = int(meta["epoch"]), meta["best"]
         logger.info("resumed from %s (epoch %d)", directory, self.epoch)
         return True

@@ -22,9 +22,10 @@ Architecture (one ``nn.Module``; it scores each snippet, so inference runs on a 
 * C experts: Linear(hidden, expert_hidden) -> GELU -> dropout -> Linear(expert_hidden, 1) ->
   sigmoid, all C computed in one matmul. Expert c is trained on class c + 1 vs normal.
 * Gate: Linear(hidden, expert_hidden) -> GELU -> Linear(expert_hidden, C), softmax over the
-  experts, **per snippet**: a video may mix activities, and a per-snippet gate also works on a
-  live stream where the whole video is never available. Fused score ``s = sum_c g_c * s_c``
-  stays in [0, 1].
+  experts, **per snippet**: a video may mix activities, and no whole-video statistic is needed
+  (on a live stream the encoder's kernel-3 convolution still needs one snippet of lookahead:
+  scoring snippets one at a time without it gives different scores). Fused score
+  ``s = sum_c g_c * s_c`` stays in [0, 1].
 
 Loss = ``mil + lambda_expert * expert + lambda_gate * gate + lambda_tgs * tgs``:
 
