@@ -140,11 +140,12 @@ def bench_product_training(head: str, lst: Path, out: Path, args: argparse.Names
     run_s = time.perf_counter() - started
     epochs = [json.loads(line)["train_s"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     later = epochs[1:]
-    # Videos are drawn with replacement, so the segment cache fills over several epochs: the
-    # expected share of an epoch's draws that load a file for the first time, per epoch.
+    # The Trainer draws each label group from a shuffled queue (a permutation per pass), so the
+    # first n draws of a group touch all n videos: the share of an epoch's draws that load a
+    # file for the first time (not yet in the segment cache), per epoch.
     draws = trainer.steps_per_epoch() * (args.batch_size // 2)  # per label group
-    first_loads = [sum(n * (1 - 1 / n) ** (draws * k) * (1 - (1 - 1 / n) ** draws)
-                       for n in (len(trainer.anomalies), len(trainer.normals))) / (2 * draws)
+    groups = (len(trainer.anomalies), len(trainer.normals))
+    first_loads = [sum(min((k + 1) * draws, n) - min(k * draws, n) for n in groups) / (2 * draws)
                    for k in range(len(epochs))]
     return trainer, {
         "setup_s": setup_s,  # list reading + up-front file checks + head construction

@@ -139,7 +139,7 @@ class TrainLoopConfig:
     weight_decay: float = 1e-3
     seed: int = 0
     val_fraction: float = 0.1  # carved from the training list, stratified by video label
-    crop: str = "random"  # random | all | a crop index ("0"); test-time scores average over crops
+    crop: str = "random"  # random (one crop per draw; "all" is an alias) | a crop index ("0"); scoring averages crops
     device: str = "cpu"
     threads: int | None = None
     classes: str = "names"  # names: anomaly class from the video name | cluster: k-means experts
