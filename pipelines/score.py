@@ -11,8 +11,8 @@ Run directory layout::
     <out>/run.log               the job's log, including tracebacks of unexpected failures
 
 A failing video never stops the job: it becomes an error record. ``summary.json`` and
-``events.jsonl`` are rewritten (atomically) after every video, so a killed job leaves valid
-outputs for every video finished so far.
+``events.jsonl`` are rewritten atomically at most every FLUSH_INTERVAL_S seconds and at the
+end, so a killed job leaves valid outputs; every finished video's scores CSV is already on disk.
 """
 
 from __future__ import annotations
@@ -152,6 +152,7 @@ class ScoreJob:
         self.events: list[dict[str, Any]] = []
         self.shared_head: ReferenceHead | None = None
         self.trained_head: torch.nn.Module | None = None
+        self._last_flush = -float("inf")
         self.ground_truth_dir = Path(cfg.output.ground_truth) if cfg.output.ground_truth else None
 
     # -- features ---------------------------------------------------------------------------
@@ -350,7 +351,16 @@ class ScoreJob:
             "videos": [asdict(r) for r in self.results],
         }
 
-    def flush(self, started: float, finished: bool) -> dict[str, Any]:
+    FLUSH_INTERVAL_S = 2.0  # bounds rewriting summary/events: O(videos) per flush, not per video
+
+    def flush(self, started: float, finished: bool, *, force: bool = True) -> dict[str, Any] | None:
+        """Rewrite summary.json and events.jsonl atomically; with ``force=False`` only if the last
+        write is older than FLUSH_INTERVAL_S (an archive of 10k videos would otherwise rewrite
+        its whole summary 10k times). Per-video score files are written as each video finishes."""
+        now = time.perf_counter()
+        if not force and now - self._last_flush < self.FLUSH_INTERVAL_S:
+            return None
+        self._last_flush = now
         summary = self.summary(started, finished)
         write_json_atomic(self.out_dir / "summary.json", summary)
         write_text_atomic(self.out_dir / "events.jsonl",
@@ -399,7 +409,7 @@ class ScoreJob:
             n_failed = sum(r.status != "ok" for r in self.results)
             bar.set_postfix(ok=len(self.results) - n_failed, failed=n_failed, refresh=False)
             bar.update(1)
-            self.flush(started, finished=False)
+            self.flush(started, finished=False, force=False)
         bar.close()
         return self.flush(started, finished=True)
 

@@ -137,7 +137,7 @@ class I3DExtractor:
         if self._model is None:
             if self.cfg.threads:
                 torch.set_num_threads(self.cfg.threads)
-            self._model = load_i3d(self.weights_path, device=str(self.device))
+            self._model = load_i3d(self.weights_path, device=str(self.device), sha256=self.weights_sha256)
             logger.info("loaded I3D weights %s on %s", self.weights_path, self.device)
         return self._model
 

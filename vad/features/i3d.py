@@ -579,12 +579,13 @@ def detect_weights_format(path: str | Path) -> str:
     raise ValueError(f"{path}: unrecognised I3D weights format (header {head[:8]!r})")
 
 
-def load_i3d(weights: str | Path, device: str | torch.device = "cpu") -> InceptionI3d:
+def load_i3d(weights: str | Path, device: str | torch.device = "cpu", *, sha256: str | None = None) -> InceptionI3d:
     """Build I3D from a weights file and return it in eval mode on ``device``.
 
     ``weights`` is DeepMind's Flax pickle (``i3d-kinetics-400.ckpt``), a PyTorch state dict in the
     piergiaj layout (``.pt``, loaded with ``weights_only=True``), the same as ``.safetensors``, or
     ``"auto"`` for :func:`find_default_i3d_weights`. The format is detected from the file header.
+    ``sha256``: the file's digest when the caller already computed it (saves re-hashing 50 MB).
     """
     if str(weights) == "auto":
         found = find_default_i3d_weights()
@@ -599,7 +600,7 @@ def load_i3d(weights: str | Path, device: str | torch.device = "cpu") -> Incepti
         raise FileNotFoundError(f"I3D weights not found: {path}")
     fmt = detect_weights_format(path)
     if fmt == "deepmind-pickle":
-        if path.name == I3D_K400_FILENAME and (digest := sha256_file(path)) != I3D_K400_SHA256:
+        if path.name == I3D_K400_FILENAME and (digest := sha256 or sha256_file(path)) != I3D_K400_SHA256:
             logger.warning("%s: sha256 %s differs from the known DeepMind checkpoint %s", path, digest, I3D_K400_SHA256)
         state = convert_deepmind_variables(load_deepmind_variables(path))
     elif fmt == "torch":
