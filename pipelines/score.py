@@ -6,13 +6,18 @@ Run directory layout::
     <out>/scores/<id>.csv       frame,time_s,score - one row for every frame of the video
     <out>/events.jsonl          one JSON object per detected event (video_id + Event fields)
     <out>/plots/<id>.png        score over time, events, reference part, ground truth
+    <out>/records/<id>.json     a video's result + events, written last: marks the video complete
     <out>/config.yaml           the resolved configuration
     <out>/head/                 the fitted head when --reference was given (reusable: --head)
     <out>/run.log               the job's log, including tracebacks of unexpected failures
 
-A failing video never stops the job: it becomes an error record. ``summary.json`` and
-``events.jsonl`` are rewritten atomically at most every FLUSH_INTERVAL_S seconds and at the
-end, so a killed job leaves valid outputs; every finished video's scores CSV is already on disk.
+A failing video never stops the job: it is retried ``pipeline.retries`` times, then becomes an
+error record. ``summary.json`` and ``events.jsonl`` are rebuilt from the records atomically at
+most every FLUSH_INTERVAL_S seconds and at the end, in input order, so a killed job leaves
+valid outputs, and rerunning it into the same directory (``pipeline.resume``) skips complete
+videos and ends with the same outputs as an uninterrupted run.
+
+Work is spread by an executor (:mod:`pipelines.executors`): Ray (default) or one local process.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import csv
 import io
 import json
 import logging
+import hashlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -34,16 +40,18 @@ from tqdm.auto import tqdm
 
 import vad
 from vad.cache import FeatureCache, VideoFingerprint
-from vad.clips import SnippetSpec, expand_snippet_scores, iter_snippets, snippet_ranges
+from vad.clips import SnippetSpec, expand_snippet_scores, snippet_ranges
 from vad.config import ScoreConfig, to_dict
 from vad.events import Event, detect_events
 from vad.features.extractor import FeatureError, FeatureExtractor, build_extractor
 from vad.fsutil import write_json_atomic, write_text_atomic
 from vad.heads import ReferenceHead, ReferenceHeadConfig
 from vad.heads.base import load_head
-from vad.io import VideoError, open_video
+from vad.io import VideoError
 from vad.viz import plot_scores
+from pipelines.executors import RayUnavailable, ensure_ray, iter_local, iter_ray
 from pipelines.inputs import VideoItem, assign_ids, expand_inputs
+from pipelines.stages import ChunkResult, VideoPlan, VideoSkipped, assemble, check_pipeline_config, plan_video
 from pipelines.train import score_snippets
 
 logger = logging.getLogger(__name__)
@@ -51,10 +59,6 @@ logger = logging.getLogger(__name__)
 
 class JobError(RuntimeError):
     """The job as a whole cannot run (bad configuration, unusable reference footage)."""
-
-
-class VideoSkipped(Exception):
-    """An expected, explainable per-video failure (the message is the reason shown to users)."""
 
 
 @dataclass
@@ -70,6 +74,7 @@ class VideoResult:
     n_events: int = 0
     backend: str | None = None
     cache_hit: bool = False
+    attempts: int = 1
     timings: dict[str, float] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
 
@@ -126,71 +131,132 @@ def validate(cfg: ScoreConfig) -> SnippetSpec:
         _head_config(cfg)
     except ValueError as err:
         raise JobError(f"head: {err}") from None
+    try:
+        check_pipeline_config(cfg)
+    except ValueError as err:
+        raise JobError(str(err)) from None
     if cfg.io.short_side is not None and cfg.io.short_side < cfg.features.crop_size:
         raise JobError(f"io.short_side ({cfg.io.short_side}) must be >= features.crop_size ({cfg.features.crop_size})")
     return spec
 
 
+class _Progress:
+    """One progress view over the job: snippets (rate, ETA) plus videos done/failed and RTF."""
+
+    def __init__(self, n_videos: int, enabled: bool) -> None:
+        self.started = time.perf_counter()
+        self.n_videos = n_videos
+        self.ok = self.failed = 0
+        self.video_s = 0.0
+        self.bar = tqdm(total=0, desc="snippets", unit="snip", disable=not enabled, dynamic_ncols=True)
+
+    def add_snippets(self, n: int) -> None:
+        self.bar.total += n
+        self.bar.refresh()
+
+    def advance(self, n: int) -> None:
+        self.bar.update(n)
+
+    def video_done(self, ok: bool, video_s: float = 0.0) -> None:
+        self.ok += ok
+        self.failed += not ok
+        self.video_s += video_s
+        wall = max(time.perf_counter() - self.started, 1e-9)
+        self.bar.set_postfix_str(
+            f"videos {self.ok + self.failed}/{self.n_videos} (failed {self.failed}), "
+            f"{self.video_s / wall:.2f}x real time", refresh=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+@dataclass
+class _Pending:
+    """A video being extracted: its plan, the chunks received so far and their timings."""
+
+    plan: VideoPlan
+    chunks: list[ChunkResult] = field(default_factory=list)
+    received: int = 0
+    error: ChunkResult | None = None
+    backend: str = ""
+
+
 class ScoreJob:
-    """One ``vad score`` run writing into ``out_dir``."""
+    """One ``vad score`` (or, with ``extract_only``, ``vad extract``) run writing into ``out_dir``."""
 
     def __init__(self, cfg: ScoreConfig, out_dir: str | Path, *, progress: bool = True,
-                 precomputed: bool = False) -> None:
-        """``precomputed``: score feature files (``run_features``), so no extractor is built."""
+                 precomputed: bool = False, extract_only: bool = False) -> None:
+        """``precomputed``: score feature files (``run_features``), so no extractor is built.
+        ``extract_only``: fill the feature cache and write records, no head and no scores."""
         self.cfg = cfg
         self.spec = validate(cfg)
         self.out_dir = Path(out_dir)
         self.progress = progress
+        self.extract_only = extract_only
         self.extractor: FeatureExtractor | None = None
+        if extract_only and not cfg.cache.enabled:
+            raise JobError("feature extraction writes into the feature cache; do not disable it (--no-cache)")
         if not precomputed:
             try:
                 self.extractor = build_extractor(cfg.features, short_side=cfg.io.short_side)
             except FeatureError as err:
                 raise JobError(str(err)) from None
         self.cache = FeatureCache(cfg.cache.root) if cfg.cache.enabled else None
-        self.results: list[VideoResult] = []
-        self.events: list[dict[str, Any]] = []
+        self.results: dict[int, VideoResult] = {}
+        self.video_events: dict[int, list[dict[str, Any]]] = {}
+        self.stage_s: dict[str, float] = {}
+        self.n_resumed = 0
         self.shared_head: ReferenceHead | None = None
         self.trained_head: torch.nn.Module | None = None
         self._last_flush = -float("inf")
+        self._started = time.perf_counter()
         self.ground_truth_dir = Path(cfg.output.ground_truth) if cfg.output.ground_truth else None
 
-    # -- features ---------------------------------------------------------------------------
-    def video_features(self, item: VideoItem, bar_position: int = 1) -> VideoFeatures:
-        path = item.path
-        if not path.exists():
-            raise VideoSkipped(f"no such file: {path}")
-        fingerprint = VideoFingerprint.of(path) if path.is_file() else None
-        extractor_spec = self.extractor.spec
-        if self.cache is not None and fingerprint is not None:
-            entry = self.cache.load(item.video_id, fingerprint, self.spec, extractor_spec)
-            if entry is not None:
-                m = entry.manifest
-                return VideoFeatures(entry.features, m["n_frames"], m["fps"], m.get("backend", "cache"), True)
-        with open_video(path, self.cfg.io.backend, short_side=self.cfg.io.short_side,
-                        fallback=self.cfg.io.fallback) as reader:
-            info = reader.info
-            ranges = snippet_ranges(info.n_frames, self.spec)
-            if not ranges:
-                raise VideoSkipped(
-                    f"video has {info.n_frames} frames, fewer than one {self.spec.length}-frame snippet "
-                    "(snippets.tail=pad scores such videos)"
-                )
-            bar = tqdm(total=len(ranges), desc=f"  {item.video_id}", unit="snip", leave=False,
-                       position=bar_position, disable=not self.progress)
-            try:
-                feats = self.extractor.extract(iter_snippets(reader, self.spec), on_snippet=bar.update)
-            finally:
-                bar.close()
-        if self.cache is not None and fingerprint is not None:
-            self.cache.save(item.video_id, fingerprint, self.spec, extractor_spec, feats,
-                            fps=info.fps, n_frames=info.n_frames, extra={"backend": info.backend})
-        return VideoFeatures(feats, info.n_frames, info.fps, info.backend, False)
+    def _time(self, stage: str, seconds: float) -> None:
+        self.stage_s[stage] = self.stage_s.get(stage, 0.0) + seconds
+
+    # -- features of one video (reference footage; sequential) ------------------------------
+    def video_features(self, item: VideoItem) -> VideoFeatures:
+        """Decode + extract one video in this process (with the cache)."""
+        plan = plan_video(0, item, self.spec)
+        cached = self._cached(plan)
+        if cached is not None:
+            return cached
+        pending = _Pending(plan)
+        for chunk in iter_local([plan], self.cfg, self.spec, self.extractor):
+            if chunk.error:
+                raise VideoSkipped(chunk.error)
+            pending.chunks.append(chunk)
+            pending.backend = chunk.backend
+        return self._assembled(pending)
+
+    def _cached(self, plan: VideoPlan) -> VideoFeatures | None:
+        if self.cache is None or plan.fingerprint is None:
+            return None
+        t0 = time.perf_counter()
+        entry = self.cache.load(plan.item.video_id, plan.fingerprint, self.spec, self.extractor.spec)
+        self._time("cache_load_s", time.perf_counter() - t0)
+        if entry is None:
+            return None
+        m = entry.manifest
+        return VideoFeatures(entry.features, m["n_frames"], m["fps"], m.get("backend", "cache"), True)
+
+    def _assembled(self, pending: _Pending) -> VideoFeatures:
+        plan = pending.plan
+        feats = assemble(pending.chunks, plan.n_snippets)
+        if self.cache is not None and plan.fingerprint is not None:
+            t0 = time.perf_counter()
+            self.cache.save(plan.item.video_id, plan.fingerprint, self.spec, self.extractor.spec, feats,
+                            fps=plan.fps, n_frames=plan.n_frames, extra={"backend": pending.backend})
+            self._time("cache_write_s", time.perf_counter() - t0)
+        return VideoFeatures(feats, plan.n_frames, plan.fps, pending.backend, False)
 
     # -- heads ------------------------------------------------------------------------------
     def prepare_shared_head(self) -> None:
         """Load a saved head, or fit one on the user's reference footage (once per job)."""
         h = self.cfg.head
+        if self.extract_only:
+            return
         if h.load:
             meta_path = Path(h.load) / "head.json"
             try:
@@ -258,46 +324,65 @@ class ScoreJob:
         return scores, n_ref
 
     # -- one video --------------------------------------------------------------------------
-    def score_video(self, item: VideoItem, get_features: Callable[[VideoItem], VideoFeatures] | None = None) -> VideoResult:
-        """Score one video; ``get_features`` defaults to decoding + extraction (with the cache)."""
+    def score_video(self, item: VideoItem, get_features: Callable[[VideoItem], VideoFeatures]
+                    ) -> tuple[VideoResult, list[dict[str, Any]]]:
+        """Score one video whose features ``get_features`` provides (precomputed feature files)."""
         result = VideoResult(video=str(item.path), video_id=item.video_id)
         t0 = time.perf_counter()
         try:
-            vf = (get_features or self.video_features)(item)
-            t1 = time.perf_counter()
+            vf = get_features(item)
+        except (VideoError, VideoSkipped) as err:
+            self._fail(result, str(err))
+            return result, []
+        except (ValueError, OSError) as err:  # includes FeatureDataError (bad feature files)
+            self._fail(result, f"{type(err).__name__}: {err}")
+            return result, []
+        events = self.finish_video(item, result, vf, {"features_s": round(time.perf_counter() - t0, 4)})
+        return result, events
+
+    def finish_video(self, item: VideoItem, result: VideoResult, vf: VideoFeatures,
+                     timings: dict[str, float]) -> list[dict[str, Any]]:
+        """Head -> frame scores -> events -> files, for a video whose features are complete;
+        fills ``result`` and returns the event records. Never raises for a per-video problem:
+        it becomes the result's error."""
+        t0 = time.perf_counter()
+        events: list[Event] = []
+        try:
             result.n_frames, result.fps, result.backend = vf.n_frames, vf.fps, vf.backend
             result.duration_s = vf.n_frames / vf.fps
             result.n_snippets, result.cache_hit = int(vf.features.shape[1]), vf.cache_hit
-            snippet_scores, n_ref = self.score_features(vf.features, vf.fps)
-            frame_scores = expand_snippet_scores(snippet_scores, vf.n_frames, self.spec)
-            ev_cfg = self.cfg.events
-            events = detect_events(
-                frame_scores, vf.fps, ev_cfg.threshold, low_threshold=ev_cfg.low_threshold,
-                min_duration_s=ev_cfg.min_duration_s, merge_gap_s=ev_cfg.merge_gap_s,
-                smoothing_s=ev_cfg.smoothing_s,
-            )
-            t2 = time.perf_counter()
-            self.write_video_outputs(item, result, frame_scores, events, vf, n_ref)
-            t3 = time.perf_counter()
+            if not self.extract_only:
+                snippet_scores, n_ref = self.score_features(vf.features, vf.fps)
+                frame_scores = expand_snippet_scores(snippet_scores, vf.n_frames, self.spec)
+                ev_cfg = self.cfg.events
+                events = detect_events(
+                    frame_scores, vf.fps, ev_cfg.threshold, low_threshold=ev_cfg.low_threshold,
+                    min_duration_s=ev_cfg.min_duration_s, merge_gap_s=ev_cfg.merge_gap_s,
+                    smoothing_s=ev_cfg.smoothing_s,
+                )
+                t1 = time.perf_counter()
+                self.write_video_outputs(item, result, frame_scores, events, vf, n_ref)
+                t2 = time.perf_counter()
+                timings = {**timings, "head_s": round(t1 - t0, 4), "write_s": round(t2 - t1, 4)}
+                self._time("head_s", t1 - t0)
+                self._time("write_s", t2 - t1)
             result.n_events = len(events)
-            result.timings = {
-                "features_s": round(t1 - t0, 4),
-                "head_s": round(t2 - t1, 4),
-                "write_s": round(t3 - t2, 4),
-                "total_s": round(t3 - t0, 4),
-                "realtime_factor": round(result.duration_s / max(t3 - t0, 1e-9), 3),
-            }
-            self.events.extend({"video_id": item.video_id, **e.to_dict()} for e in events)
         except (VideoError, VideoSkipped) as err:
             self._fail(result, str(err))
-        except (ValueError, OSError) as err:  # includes FeatureDataError (bad feature files)
+        except (ValueError, OSError) as err:
             logger.debug("video %s failed", item.path, exc_info=True)
             self._fail(result, f"{type(err).__name__}: {err}")
         except Exception as err:  # noqa: BLE001 - one bad video must never stop the batch
             logger.error("unexpected failure on %s", item.path, exc_info=True)
             self._fail(result, f"unexpected {type(err).__name__}: {err}")
-        result.timings.setdefault("total_s", round(time.perf_counter() - t0, 4))
-        return result
+        busy = sum(v for k, v in timings.items() if k.endswith("_s"))
+        timings["total_s"] = round(busy, 4)
+        if result.status == "ok" and result.duration_s and busy > 0:
+            timings["realtime_factor"] = round(result.duration_s / busy, 3)
+        result.timings = timings
+        if result.status != "ok":
+            return []
+        return [{"video_id": item.video_id, **e.to_dict()} for e in events]
 
     @staticmethod
     def _fail(result: VideoResult, reason: str) -> None:
@@ -328,50 +413,245 @@ class ScoreJob:
             )
             result.outputs["plot"] = str(plot_path.relative_to(self.out_dir))
 
+    # -- records: what makes a video complete, and resume ----------------------------------
+    def record_key(self, item: VideoItem) -> str:
+        """Everything a video's outputs depend on: the file, the features, head and events settings."""
+        try:
+            fingerprint = asdict(VideoFingerprint.of(item.path))
+        except OSError:
+            fingerprint = {"path": str(item.path)}
+        blob = json.dumps({
+            "video": fingerprint,
+            "extractor": self.extractor.spec.key if self.extractor else None,
+            "snippets": asdict(self.spec),
+            "head": to_dict(self.cfg)["head"],
+            "events": to_dict(self.cfg)["events"],
+            "plots": self.cfg.output.plots,
+            "ground_truth": self.cfg.output.ground_truth,
+            "extract_only": self.extract_only,
+        }, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def record_path(self, item: VideoItem) -> Path:
+        return self.out_dir / "records" / f"{item.video_id}.json"
+
+    def write_record(self, index: int, item: VideoItem, result: VideoResult, events: list[dict[str, Any]]) -> None:
+        """Written after every other output of the video: its presence marks the video complete."""
+        self.results[index] = result
+        self.video_events[index] = events
+        write_json_atomic(self.record_path(item), {
+            "key": self.record_key(item), "result": asdict(result), "events": events})
+
+    def load_record(self, item: VideoItem) -> tuple[VideoResult, list[dict[str, Any]]] | None:
+        """A previous run's record of ``item`` if it is complete and still valid, else None."""
+        path = self.record_path(item)
+        if not path.is_file():
+            return None
+        try:
+            rec = json.loads(path.read_text())
+            result = VideoResult(**rec["result"])
+            events = list(rec["events"])
+        except (OSError, ValueError, TypeError, KeyError) as err:
+            logger.warning("ignoring unreadable record %s: %s", path, err)
+            return None
+        if rec.get("key") != self.record_key(item) or result.status != "ok":
+            return None
+        if any(not (self.out_dir / rel).is_file() for rel in result.outputs.values()):
+            return None
+        if self.cache is not None and self.extractor is not None and not self.cache.has(
+                item.video_id, VideoFingerprint.of(item.path), self.spec, self.extractor.spec):
+            return None  # outputs exist but the cache entry does not: redo so both are complete
+        return result, events
+
     # -- the job ----------------------------------------------------------------------------
-    def summary(self, started: float, finished: bool) -> dict[str, Any]:
-        ok = [r for r in self.results if r.status == "ok"]
-        failed = [r for r in self.results if r.status != "ok"]
-        wall = time.perf_counter() - started
+    def summary(self, finished: bool) -> dict[str, Any]:
+        results = [self.results[i] for i in sorted(self.results)]
+        ok = [r for r in results if r.status == "ok"]
+        failed = [r for r in results if r.status != "ok"]
+        wall = time.perf_counter() - self._started
         video_s = sum(r.duration_s or 0 for r in ok)
         return {
             "vad_version": vad.__version__,
             "finished": finished,
-            "n_videos": len(self.results),
+            "n_videos": len(results),
             "n_ok": len(ok),
             "n_failed": len(failed),
+            "n_resumed": self.n_resumed,
             "failed": [{"video": r.video, "error": r.error} for r in failed],
-            "n_events": len(self.events),
+            "n_events": sum(len(self.video_events.get(i, [])) for i in self.results),
             "wall_s": round(wall, 3),
             "video_s": round(video_s, 3),
             "realtime_factor": round(video_s / wall, 3) if wall > 0 else None,
+            "executor": self.cfg.pipeline.executor,
+            "stages_s": {k: round(v, 3) for k, v in sorted(self.stage_s.items())},
             "extractor": None if self.extractor is None else {
                 "name": self.extractor.spec.name, "key": self.extractor.spec.key,
                 "weights": str(self.extractor.weights_path)},
-            "videos": [asdict(r) for r in self.results],
+            "videos": [asdict(r) for r in results],
         }
 
     FLUSH_INTERVAL_S = 2.0  # bounds rewriting summary/events: O(videos) per flush, not per video
 
-    def flush(self, started: float, finished: bool, *, force: bool = True) -> dict[str, Any] | None:
-        """Rewrite summary.json and events.jsonl atomically; with ``force=False`` only if the last
-        write is older than FLUSH_INTERVAL_S (an archive of 10k videos would otherwise rewrite
-        its whole summary 10k times). Per-video score files are written as each video finishes."""
+    def flush(self, finished: bool, *, force: bool = True) -> dict[str, Any] | None:
+        """Rewrite summary.json and events.jsonl atomically (input order); with ``force=False``
+        only if the last write is older than FLUSH_INTERVAL_S (an archive of 10k videos would
+        otherwise rewrite its whole summary 10k times). Per-video files are written as each
+        video finishes."""
         now = time.perf_counter()
         if not force and now - self._last_flush < self.FLUSH_INTERVAL_S:
             return None
         self._last_flush = now
-        summary = self.summary(started, finished)
+        summary = self.summary(finished)
         write_json_atomic(self.out_dir / "summary.json", summary)
-        write_text_atomic(self.out_dir / "events.jsonl",
-                          "".join(json.dumps(e) + "\n" for e in self.events))
+        if not self.extract_only:
+            lines = (json.dumps(e) + "\n" for i in sorted(self.video_events) for e in self.video_events[i])
+            write_text_atomic(self.out_dir / "events.jsonl", "".join(lines))
         return summary
+
+    def _start(self) -> None:
+        self._started = time.perf_counter()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.out_dir / "config.yaml", yaml.safe_dump(to_dict(self.cfg), sort_keys=False))
+        self.prepare_shared_head()
+        self.flush(finished=False)
+
+    def _complete(self, index: int, item: VideoItem, result: VideoResult,
+                  events: list[dict[str, Any]] | None = None) -> None:
+        self.write_record(index, item, result, events or [])
+        self.flush(finished=False, force=False)
 
     def run(self, inputs: Sequence[str | Path]) -> dict[str, Any]:
         items = assign_ids(expand_inputs(inputs, self.cfg.io.extensions))
         if not items:
             raise JobError(f"no videos found in {list(map(str, inputs))}")
-        return self._run(items, self.video_features)
+        self._start()
+        progress = _Progress(len(items), self.progress)
+        try:
+            plans = self._prepare(items, progress)
+            self._extract_all(plans, progress)
+        finally:
+            progress.close()
+        return self.flush(finished=True)
+
+    def _prepare(self, items: list[VideoItem], progress: _Progress) -> list[VideoPlan]:
+        """Resume complete videos, score cache hits, probe the rest; returns what needs extraction."""
+        t0 = time.perf_counter()
+        plans = []
+        for index, item in enumerate(items):
+            if self.cfg.pipeline.resume:
+                found = self.load_record(item)
+                if found is not None:
+                    self.results[index], self.video_events[index] = found
+                    self.n_resumed += 1
+                    progress.video_done(True, found[0].duration_s or 0.0)
+                    continue
+            result = VideoResult(video=str(item.path), video_id=item.video_id)
+            try:
+                plan = plan_video(index, item, self.spec)
+            except (VideoError, VideoSkipped) as err:
+                self._fail(result, str(err))
+                self._complete(index, item, result)
+                progress.video_done(False)
+                continue
+            cached = self._cached(plan)
+            if cached is not None:
+                self._complete(index, item, result, self.finish_video(item, result, cached, {}))
+                progress.video_done(result.status == "ok", plan.duration_s)
+                continue
+            plans.append(plan)
+            progress.add_snippets(plan.n_snippets)
+        self._time("plan_s", time.perf_counter() - t0)
+        return plans
+
+    def _stream(self, plans: list[VideoPlan]):
+        if self.cfg.pipeline.executor == "local":
+            return iter_local(plans, self.cfg, self.spec, self.extractor)
+        return iter_ray(plans, self.cfg, self.spec, self.extractor.n_crops, self.extractor.device.type)
+
+    def _extract_all(self, plans: list[VideoPlan], progress: _Progress) -> None:
+        """Run the executor, finishing videos as their last chunk arrives; retry failed videos."""
+        if not plans:
+            return
+        started_ray = False
+        if self.cfg.pipeline.executor == "ray":
+            t0 = time.perf_counter()
+            try:
+                started_ray = ensure_ray(self.cfg)
+            except RayUnavailable as err:
+                raise JobError(f"{err} (or run with --executor local)") from None
+            self._time("ray_start_s", time.perf_counter() - t0)
+        try:
+            attempt, todo = 0, plans
+            while todo:
+                failed = self._extract_pass(todo, progress, attempt)
+                retry = [p for p in todo if p.index in failed and not failed[p.index].permanent]
+                final = [p for p in todo if p.index in failed and (failed[p.index].permanent or attempt >= self.cfg.pipeline.retries)]
+                for plan in final:
+                    chunk = failed[plan.index]
+                    result = VideoResult(video=str(plan.item.path), video_id=plan.item.video_id, attempts=attempt + 1)
+                    self._fail(result, chunk.error or "failed")
+                    self._complete(plan.index, plan.item, result)
+                    progress.video_done(False)
+                todo = [p for p in retry if p not in final]
+                if todo:
+                    attempt += 1
+                    logger.warning("retrying %d video(s) (attempt %d of %d)", len(todo), attempt + 1,
+                                   self.cfg.pipeline.retries + 1)
+                    for p in todo:
+                        progress.add_snippets(p.n_snippets)
+        finally:
+            if started_ray:
+                import ray
+
+                ray.shutdown()
+
+    def _extract_pass(self, plans: list[VideoPlan], progress: _Progress, attempt: int) -> dict[int, ChunkResult]:
+        """One pass of the executor over ``plans``; returns the failed videos (index -> why)."""
+        pending = {p.index: _Pending(p) for p in plans}
+        failed: dict[int, ChunkResult] = {}
+        t0 = time.perf_counter()
+        for chunk in self._stream(plans):
+            state = pending.get(chunk.video_index)
+            if state is None or state.error is not None:
+                continue  # a video already failed (its later chunks are moot)
+            progress.advance(chunk.n)
+            if chunk.error:
+                state.error = chunk
+                failed[chunk.video_index] = chunk
+                progress.advance(state.plan.n_snippets - state.received - chunk.n)
+                del pending[chunk.video_index]
+                continue
+            for key, value in chunk.timings.items():
+                self._time(key, value)
+            state.chunks.append(chunk)
+            state.received += chunk.n
+            state.backend = chunk.backend or state.backend
+            if state.received == state.plan.n_snippets:
+                del pending[chunk.video_index]
+                self._finish_extracted(state, progress, attempt)
+        self._time("pipeline_wall_s", time.perf_counter() - t0)
+        for index, state in pending.items():
+            # Chunks that never came back: their worker crashed or was killed (Ray dropped the block).
+            failed[index] = ChunkResult(index, state.plan.item.video_id, 0, state.plan.n_snippets,
+                                        error="lost: the worker processing this video crashed or was killed "
+                                              "(see run.log)")
+            progress.advance(state.plan.n_snippets - state.received)
+        return failed
+
+    def _finish_extracted(self, state: _Pending, progress: _Progress, attempt: int) -> None:
+        plan = state.plan
+        timings = {k: round(sum(c.timings.get(k, 0.0) for c in state.chunks), 4) for k in ("decode_s", "extract_s")}
+        result = VideoResult(video=str(plan.item.path), video_id=plan.item.video_id, attempts=attempt + 1)
+        try:
+            vf = self._assembled(state)
+        except (ValueError, OSError) as err:
+            self._fail(result, f"{type(err).__name__}: {err}")
+            self._complete(plan.index, plan.item, result)
+            progress.video_done(False)
+            return
+        events = self.finish_video(plan.item, result, vf, timings)
+        self._complete(plan.index, plan.item, result, events)
+        progress.video_done(result.status == "ok", plan.duration_s)
 
     def run_features(self, feature_list: str | Path, fps: float, dataset: str | None = None) -> dict[str, Any]:
         """Score precomputed features (a released feature set's list) without the videos.
@@ -394,24 +674,13 @@ class ScoreJob:
             return VideoFeatures(feats, feats.shape[1] * self.spec.stride, fps, "features", True)
 
         items = [VideoItem(path=v.paths[0], video_id=v.video_id) for v in videos.values()]
-        return self._run(items, features_of)
-
-    def _run(self, items: list[VideoItem], get_features: Callable[[VideoItem], VideoFeatures]) -> dict[str, Any]:
-        started = time.perf_counter()
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.out_dir / "config.yaml", yaml.safe_dump(to_dict(self.cfg), sort_keys=False))
-        self.prepare_shared_head()
-        self.flush(started, finished=False)
-        bar = tqdm(total=len(items), desc="videos", unit="video", disable=not self.progress, position=0)
-        for item in items:
-            result = self.score_video(item, get_features)
-            self.results.append(result)
-            n_failed = sum(r.status != "ok" for r in self.results)
-            bar.set_postfix(ok=len(self.results) - n_failed, failed=n_failed, refresh=False)
+        self._start()
+        bar = tqdm(total=len(items), desc="videos", unit="video", disable=not self.progress)
+        for index, item in enumerate(items):
+            self._complete(index, item, *self.score_video(item, features_of))
             bar.update(1)
-            self.flush(started, finished=False, force=False)
         bar.close()
-        return self.flush(started, finished=True)
+        return self.flush(finished=True)
 
 
 def default_run_dir(root: str | Path) -> Path:

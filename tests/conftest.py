@@ -22,3 +22,17 @@ def lossless_video(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.n
     path = write_lossless_video(tmp_path_factory.mktemp("lossless") / "clip.mkv", frames, LOSSLESS_FPS)
     frames.setflags(write=False)
     return path, frames, LOSSLESS_FPS
+
+
+@pytest.fixture(scope="session")
+def random_i3d(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight I3D saved in the pytorch-i3d state-dict layout."""
+    import torch
+
+    from vad.features.i3d import InceptionI3d
+
+    torch.manual_seed(0)
+    model = InceptionI3d().eval()  # its parameter names are the pytorch-i3d checkpoint names
+    path = tmp_path_factory.mktemp("weights") / "random_i3d.pt"
+    torch.save(model.state_dict(), path)
+    return path

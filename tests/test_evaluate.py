@@ -120,7 +120,7 @@ def test_evaluate_a_vad_score_run_with_dataset_annotations(tmp_path):
     moving_square_video(videos / "Abuse901_x264.mkv", 100, anomaly=(48, 80))
     moving_square_video(videos / "Normal_Videos_901_x264.mkv", 90)
     run = tmp_path / "run"
-    args = ["score", "--no-progress", str(videos), "--out", str(run), "--no-cache",
+    args = ["score", "--no-progress", "--executor", "local", str(videos), "--out", str(run), "--no-cache",
             "--set", f"features.weights={weights}", *sum((["--set", s] for s in SMALL), [])]
     assert main(args) == 0
     ann = tmp_path / "Temporal_Anomaly_Annotation.txt"

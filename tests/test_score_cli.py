@@ -20,18 +20,6 @@ from vad.cli import main
 SMALL = ["io.short_side=32", "features.crop_size=32", "features.batch_size=4", "head.min_reference_snippets=2"]
 
 
-@pytest.fixture(scope="module")
-def random_i3d(tmp_path_factory) -> Path:
-    """A random-weight I3D saved in the pytorch-i3d state-dict layout."""
-    from vad.features.i3d import InceptionI3d
-
-    torch.manual_seed(0)
-    model = InceptionI3d().eval()  # its parameter names are the pytorch-i3d checkpoint names
-    path = tmp_path_factory.mktemp("weights") / "random_i3d.pt"
-    torch.save(model.state_dict(), path)
-    return path
-
-
 def moving_square_video(path: Path, n_frames: int, fps: float = 10.0, anomaly: tuple[int, int] | None = None) -> Path:
     """A grey scene with a small square walking across; inside ``anomaly`` frames it turns
     into a large bright flickering block, which the reference head should flag."""
@@ -46,8 +34,9 @@ def moving_square_video(path: Path, n_frames: int, fps: float = 10.0, anomaly: t
     return write_lossless_video(path, frames, fps)
 
 
-def run_cli(args: list[str]) -> int:
-    return main(["score", "--no-progress", *args])
+def run_cli(args: list[str], executor: str = "local") -> int:
+    """`vad score` in-process; the Ray executor has its own tests (test_pipeline_ray.py)."""
+    return main(["score", "--no-progress", "--executor", executor, *args])
 
 
 def read_scores(path: Path) -> list[dict]:
@@ -157,7 +146,8 @@ def test_sample_video_end_to_end_with_real_weights(tmp_path):
     if find_sample("vtest.avi") is None or find_default_i3d_weights() is None:
         pytest.skip("sample video or I3D weights not set up (run `make test` / `vad assets fetch`)")
     out = tmp_path / "demo"
-    assert run_cli(["--out", str(out), "--set", f"cache.root={tmp_path / 'cache'}"]) == 0
+    # The demo command exactly as `make demo` runs it: the default (Ray) executor.
+    assert run_cli(["--out", str(out), "--set", f"cache.root={tmp_path / 'cache'}"], executor="ray") == 0
     summary = json.loads((out / "summary.json").read_text())
     (video,) = summary["videos"]
     assert video["video_id"] == "vtest" and video["status"] == "ok"

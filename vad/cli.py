@@ -85,8 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--threshold", type=float, help="event threshold on the score")
     score.add_argument("--ground-truth", help="folder of <video_id>.npy frame labels to shade on plots")
     score.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
-    score.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    _add_config_args(score)
+    _add_run_args(score)
+
+    ext = sub.add_parser("extract", help="feature extraction only: fill the feature cache (no head, no scores)",
+                         description="Extract snippet features of videos into the feature cache, with the same "
+                                     "pipeline, resume and failure handling as `vad score`.")
+    ext.add_argument("inputs", nargs="+", help="video files, folders (recursive) or list files (.txt/.list)")
+    ext.add_argument("--out", type=Path, help="run directory for summary/records (default: a new folder under runs/)")
+    ext.add_argument("--cache", help="feature cache root (default: cache.root, feature_cache)")
+    ext.add_argument("--list", type=Path, dest="list_out", help="also write an RTFM/UR-DMU-style list of the features")
+    ext.add_argument("--backend", choices=["auto", "decord", "pyav", "opencv"], help="decoder")
+    ext.add_argument("--device", help="cpu, cuda, cuda:N or auto")
+    ext.add_argument("--crop", choices=["center", "5crop", "10crop"], help="crops per snippet")
+    _add_run_args(ext)
 
     cfg = sub.add_parser("config", help="print the resolved configuration of `vad score` as YAML")
     _add_config_args(cfg)
@@ -148,6 +159,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    """Options shared by `vad score` and `vad extract`: how the work is executed."""
+    p.add_argument("--executor", choices=["ray", "local"],
+                   help="ray (default: a local Ray started for the job, or --ray-address) or local (one process)")
+    p.add_argument("--ray-address", help="join a running Ray cluster (auto, or ray://host:10001)")
+    p.add_argument("--workers", type=int, help="feature-extractor actors (default 1)")
+    p.add_argument("--threads", type=int, help="torch threads per extractor (default: CPUs / workers)")
+    p.add_argument("--batch-size", type=int, help="snippet crops (i3d) or frames (clip) per forward pass")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="inference precision (fp16: CUDA only)")
+    p.add_argument("--retries", type=int, help="retries of a failed video before it is recorded as an error")
+    p.add_argument("--no-resume", action="store_true",
+                   help="recompute videos already complete in --out (default: skip them)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_config_args(p)
+
+
+def _run_overrides(args: argparse.Namespace) -> list[str]:
+    out = []
+    for flag, key in (("executor", "pipeline.executor"), ("ray_address", "pipeline.ray_address"),
+                      ("workers", "pipeline.workers"), ("threads", "features.threads"),
+                      ("batch_size", "features.batch_size"), ("precision", "features.precision"),
+                      ("retries", "pipeline.retries"), ("backend", "io.backend"),
+                      ("device", "features.device"), ("crop", "features.crop")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            out.append(f"{key}={json.dumps(value)}")
+    if args.no_resume:
+        out.append("pipeline.resume=false")
+    return out + list(args.overrides)
+
+
 def _version() -> str:
     import vad
 
@@ -155,20 +197,53 @@ def _version() -> str:
 
 
 def _score_overrides(args: argparse.Namespace) -> list[str]:
-    out = list(args.overrides)
+    out = []
     if args.reference:
         out.append(f"head.reference={json.dumps(args.reference)}")
     if args.head:
         out.append(f"head.load={json.dumps(args.head)}")
-    for flag, key in (("backend", "io.backend"), ("device", "features.device"),
-                      ("crop", "features.crop"), ("threshold", "events.threshold"),
-                      ("ground_truth", "output.ground_truth")):
+    for flag, key in (("threshold", "events.threshold"), ("ground_truth", "output.ground_truth")):
         value = getattr(args, flag)
         if value is not None:
             out.append(f"{key}={json.dumps(value)}")
     if args.no_cache:
         out.append("cache.enabled=false")
-    return out
+    # explicit --set overrides come last (inside _run_overrides) and win
+    return out + _run_overrides(args)
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from pipelines.score import JobError, ScoreJob, default_run_dir
+
+    overrides = _run_overrides(args)
+    if args.cache:
+        overrides.insert(0, f"cache.root={json.dumps(args.cache)}")
+    try:
+        cfg = load_config(ScoreConfig, default_score_configs() + args.config, overrides)
+    except ConfigError as err:
+        setup_logging(args.verbose)
+        logger.error("configuration error: %s", err)
+        return EXIT_JOB_ERROR
+    out_dir = args.out or default_run_dir(cfg.output.root)
+    setup_logging(args.verbose, out_dir / "run.log")
+    try:
+        job = ScoreJob(cfg, out_dir, progress=not args.no_progress, extract_only=True)
+        summary = job.run(args.inputs)
+    except JobError as err:
+        logger.error("%s", err)
+        return EXIT_JOB_ERROR
+    print(f"extracted {summary['n_ok']}/{summary['n_videos']} video(s) into {Path(cfg.cache.root).resolve()} "
+          f"({summary['extractor']['key']}), {summary['realtime_factor']}x real time")
+    for failure in summary["failed"]:
+        print(f"  FAILED {failure['video']}: {failure['error']}")
+    if args.list_out:
+        from vad.cache import FeatureCache
+
+        ids = {v["video_id"] for v in summary["videos"] if v["status"] == "ok"}
+        n = FeatureCache(cfg.cache.root).export_list(args.list_out, summary["extractor"]["key"], video_ids=ids)
+        print(f"list: {args.list_out} ({n} lines)")
+    print(f"outputs: {out_dir.resolve()}")
+    return EXIT_OK if summary["n_failed"] == 0 else EXIT_SOME_FAILED
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -362,7 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from vad.data import gt_cli
 
-    handlers = {"score": cmd_score, "config": cmd_config, "cache": cmd_cache,
+    handlers = {"score": cmd_score, "extract": cmd_extract, "config": cmd_config, "cache": cmd_cache,
                 "assets": cmd_assets, "info": cmd_info, "gt": gt_cli.run,
                 "evaluate": cmd_evaluate, "train": cmd_train}
     return handlers[args.command](args)

@@ -108,6 +108,22 @@ class OutputConfig:
 
 
 @dataclass
+class PipelineConfig:
+    """How the work is spread: Ray (a local Ray started for the job, or a cluster) or one process."""
+
+    executor: str = "ray"  # ray | local (one process, for debugging)
+    ray_address: str | None = None  # null: start Ray for this job; "auto" or ray://host:10001: join a cluster
+    workers: int = 1  # feature-extractor actors; each runs features.threads torch threads
+    gpus_per_worker: float = 1.0  # with a CUDA device: GPU share per actor (0.5 puts two actors on a GPU)
+    decode_workers: int | None = None  # concurrent decode tasks (ray); null: Ray schedules by free CPUs
+    chunk_snippets: int = 8  # snippets per decoded chunk handed to the extractor
+    segment_snippets: int = 128  # snippets per decode task (ray): long videos spread over workers
+    prefetch_chunks: int = 2  # decoded chunks queued ahead of the extractor (bounds memory)
+    retries: int = 1  # a video that failed is retried this many times, then recorded as an error
+    resume: bool = True  # a rerun into the same --out skips videos whose outputs are complete
+
+
+@dataclass
 class ScoreConfig:
     """Everything ``vad score`` reads."""
 
@@ -118,6 +134,7 @@ class ScoreConfig:
     head: HeadConfig = field(default_factory=HeadConfig)
     events: EventConfig = field(default_factory=EventConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
 
 @dataclass

@@ -100,6 +100,38 @@ class FeatureCache:
         self, video_id: str, video: VideoFingerprint, snippet: Any, extractor: ExtractorSpec
     ) -> CacheEntry | None:
         """The cached features, or None when absent, stale or damaged (never raises for those)."""
+        manifest = self._matching_manifest(video_id, video, snippet, extractor)
+        if manifest is None:
+            return None
+        manifest_path = self.manifest_path(video_id, extractor)
+        try:
+            crops = [
+                np.load(self.feature_path(video_id, extractor, c), allow_pickle=False)
+                for c in range(int(manifest["n_crops"]))
+            ]
+        except (OSError, ValueError, KeyError) as err:
+            logger.warning("cache entry %s damaged (%s); recomputing", manifest_path, err)
+            return None
+        shape = (int(manifest["n_snippets"]), int(manifest["dim"]))
+        if any(c.shape != shape for c in crops):
+            logger.warning("cache entry %s has wrong shapes; recomputing", manifest_path)
+            return None
+        return CacheEntry(features=np.stack(crops), manifest=manifest)
+
+    def has(self, video_id: str, video: VideoFingerprint, snippet: Any, extractor: ExtractorSpec) -> bool:
+        """True when a complete, current entry exists (manifest matches, every crop file present);
+        cheaper than :meth:`load` because no array is read."""
+        manifest = self._matching_manifest(video_id, video, snippet, extractor)
+        if manifest is None:
+            return False
+        try:
+            return all(self.feature_path(video_id, extractor, c).is_file() for c in range(int(manifest["n_crops"])))
+        except (KeyError, ValueError):
+            return False
+
+    def _matching_manifest(
+        self, video_id: str, video: VideoFingerprint, snippet: Any, extractor: ExtractorSpec
+    ) -> dict[str, Any] | None:
         manifest_path = self.manifest_path(video_id, extractor)
         if not manifest_path.is_file():
             return None
@@ -115,19 +147,7 @@ class FeatureCache:
             if manifest.get(key) != value:
                 logger.info("cache entry %s is stale (%s changed); recomputing", manifest_path, key)
                 return None
-        try:
-            crops = [
-                np.load(self.feature_path(video_id, extractor, c), allow_pickle=False)
-                for c in range(int(manifest["n_crops"]))
-            ]
-        except (OSError, ValueError, KeyError) as err:
-            logger.warning("cache entry %s damaged (%s); recomputing", manifest_path, err)
-            return None
-        shape = (int(manifest["n_snippets"]), int(manifest["dim"]))
-        if any(c.shape != shape for c in crops):
-            logger.warning("cache entry %s has wrong shapes; recomputing", manifest_path)
-            return None
-        return CacheEntry(features=np.stack(crops), manifest=manifest)
+        return manifest
 
     def save(
         self,
@@ -188,10 +208,12 @@ class FeatureCache:
                     logger.warning("skipping unreadable manifest %s", manifest_path)
 
     def export_list(
-        self, out: str | Path, extractor_key: str, crops: str = "all", absolute: bool = True
+        self, out: str | Path, extractor_key: str, crops: str = "all", absolute: bool = True,
+        video_ids: set[str] | None = None,
     ) -> int:
         """Write an RTFM/UR-DMU-style list file: one ``.npy`` path per line, crops of a video
-        adjacent (``__0`` .. ``__9``). ``crops`` = "all" or "first". Returns the number of lines."""
+        adjacent (``__0`` .. ``__9``). ``crops`` = "all" or "first"; ``video_ids`` limits the list
+        to those videos. Returns the number of lines."""
         if crops not in ("all", "first"):
             raise ValueError(f"crops must be 'all' or 'first', got {crops!r}")
         directory = self.root / extractor_key
@@ -202,6 +224,8 @@ class FeatureCache:
             )
         lines = []
         for _, manifest in self.entries(extractor_key):
+            if video_ids is not None and manifest.get("video_id") not in video_ids:
+                continue
             names = manifest["files"] if crops == "all" else manifest["files"][:1]
             for name in names:
                 path = directory / name

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from vad.cache import ExtractorSpec
-from vad.clips import N_CROPS, Snippet, crop_views
+from vad.clips import N_CROPS, Snippet
 from vad.config import FeatureConfig
 from vad.features.extractor import FeatureError, check_feature_config
 
@@ -385,13 +385,21 @@ class CLIPExtractor:
     def extract(
         self, snippets: Iterable[Snippet], on_snippet: Callable[[int], None] | None = None
     ) -> np.ndarray:
-        """Features for every snippet, shaped (n_crops, n_snippets, dim) float32.
+        """Features for every snippet, shaped (n_crops, n_snippets, dim) float32."""
+        from vad.features.extractor import snippet_views
+
+        return self.extract_views((snippet_views(s.frames, self.cfg) for s in snippets), on_snippet)
+
+    def extract_views(
+        self, views: Iterable[np.ndarray], on_snippet: Callable[[int], None] | None = None
+    ) -> np.ndarray:
+        """Features from :func:`vad.features.extractor.snippet_views` output, one array per snippet.
 
         Frames of consecutive snippets are pooled into forward passes of exactly
         ``batch_size`` frames (the last one may be smaller), so memory stays bounded on long
         videos and the numbers do not depend on how snippets fall into batches.
         """
-        batch, stride, n_crops = self.cfg.batch_size, self.cfg.frame_stride, self.n_crops
+        batch, n_crops = self.cfg.batch_size, self.n_crops
         queued: list[np.ndarray] = []  # cropped frames waiting for a forward pass
         n_queued = 0
         done: list[np.ndarray] = []  # embeddings not yet assigned to a snippet
@@ -420,9 +428,8 @@ class CLIPExtractor:
             if finished and on_snippet:
                 on_snippet(finished)
 
-        for snippet in snippets:
-            views = crop_views(snippet.frames[::stride], self.cfg.crop_size, self.cfg.crop)
-            frames = views.reshape(-1, *views.shape[2:])  # crop-major: (n_crops * T', s, s, 3)
+        for snippet_crops in views:
+            frames = snippet_crops.reshape(-1, *snippet_crops.shape[2:])  # crop-major: (n_crops * T', s, s, 3)
             queued.append(frames)
             n_queued += len(frames)
             sizes.append(len(frames))

@@ -51,6 +51,17 @@ class FeatureExtractor(Protocol):
         self, snippets: Iterable[Snippet], on_snippet: Callable[[int], None] | None = None
     ) -> np.ndarray: ...
 
+    def extract_views(
+        self, views: Iterable[np.ndarray], on_snippet: Callable[[int], None] | None = None
+    ) -> np.ndarray: ...
+
+
+def snippet_views(frames: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """The CPU half of extraction, shared by every extractor: a snippet's frames
+    (T, H, W, 3) uint8 -> the crops the model sees, (n_crops, T', crop_size, crop_size, 3) uint8
+    with T' = T / frame_stride. Decode workers run this, so only crops travel to the model."""
+    return crop_views(frames[:: cfg.frame_stride], cfg.crop_size, cfg.crop)
+
 
 def resolve_device(device: str) -> torch.device:
     """``auto`` picks CUDA when present; asking for CUDA without it is a clear error."""
@@ -153,11 +164,17 @@ class I3DExtractor:
         self, snippets: Iterable[Snippet], on_snippet: Callable[[int], None] | None = None
     ) -> np.ndarray:
         """Features for every snippet, shaped (n_crops, n_snippets, dim) float32."""
+        return self.extract_views((snippet_views(s.frames, self.cfg) for s in snippets), on_snippet)
+
+    def extract_views(
+        self, views: Iterable[np.ndarray], on_snippet: Callable[[int], None] | None = None
+    ) -> np.ndarray:
+        """Like :meth:`extract`, from :func:`snippet_views` output (one array per snippet)."""
         per_batch = max(1, self.cfg.batch_size // self.n_crops)
         pending: list[np.ndarray] = []
         chunks: list[np.ndarray] = []
-        for snippet in snippets:
-            pending.append(crop_views(snippet.frames, self.cfg.crop_size, self.cfg.crop))
+        for snippet_crops in views:
+            pending.append(snippet_crops)
             if len(pending) == per_batch:
                 chunks.append(self._forward(pending))
                 if on_snippet:
