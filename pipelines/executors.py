@@ -1,6 +1,7 @@
 """Executors: turn video plans into a stream of :class:`ChunkResult` (features per chunk).
 
-``local``  one process. A decode thread reads each video once, front to back, and keeps at most
+``local``  one process. A decode thread reads each video front to back (a fresh reader per
+           segment bounds decoder memory) and keeps at most
            ``pipeline.prefetch_chunks`` chunks ahead of the extractor in a bounded queue, so
            decoding overlaps inference (decoders release the GIL) and memory stays bounded.
 ``ray``    Ray Data. Segments of videos -> decode tasks on CPUs (each yields chunks as it goes)
@@ -19,6 +20,7 @@ import logging
 import os
 import queue
 import threading
+import warnings
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -62,11 +64,17 @@ def iter_local(
     def produce() -> None:
         try:
             for plan in plans:
-                whole = Segment(plan.index, plan.item.video_id, str(plan.item.path), 0, plan.n_snippets)
-                for out in decode_segment(whole, cfg, spec):
-                    if not put((plan, *out)):
-                        return
-                    if out[4] is not None:  # error: the rest of this video is abandoned
+                # Segment by segment, as the Ray executor does: a fresh reader per segment keeps
+                # decoder buffers bounded however long the video is.
+                for segment in plan.segments(cfg.pipeline.segment_snippets):
+                    failed = False
+                    for out in decode_segment(segment, cfg, spec):
+                        if not put((plan, *out)):
+                            return
+                        failed = out[4] is not None
+                        if failed:  # error: the rest of this video is abandoned
+                            break
+                    if failed:
                         break
         except BaseException as err:  # noqa: BLE001 - surface producer bugs in the consumer
             put(err)
@@ -224,12 +232,18 @@ def iter_ray(plans: Sequence[VideoPlan], cfg: ScoreConfig, spec: SnippetSpec, n_
     rows = [{"video_index": s.video_index, "video_id": s.video_id, "path": s.path,
              "start": s.start, "stop": s.stop} for s in segments]
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-    decode_args: dict[str, Any] = {"num_cpus": 1, "max_retries": p.retries}
+    decode_args: dict[str, Any] = {"num_cpus": 0.5 if cpus <= 1 else 1, "max_retries": p.retries}
     if p.decode_workers:
         decode_args["concurrency"] = p.decode_workers
+    # max_retries/max_restarts have no named parameter in Ray Data yet; silence the deprecation.
+    warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated", category=Warning)
+    warnings.filterwarnings("ignore", message=".*use_polars.*|.*use_arrow_tensor_v2.*", category=DeprecationWarning)
     ds = ds.map_batches(_decode_batch, batch_size=1, fn_kwargs={"cfg": cfg, "spec": spec, "n_crops": n_crops},
                         **decode_args)
-    actor_args: dict[str, Any] = {"num_cpus": 1, "max_restarts": p.retries, "max_task_retries": p.retries}
+    # Logical CPUs: each actor takes one, but never all of them, or no decode task could ever
+    # be scheduled and the stream would stall (e.g. 2 workers on a 2-CPU machine).
+    actor_cpus = 1.0 if cpus - p.workers >= 1 else max(0.01, (cpus - 1) / p.workers) if cpus > 1 else 0.5
+    actor_args: dict[str, Any] = {"num_cpus": actor_cpus, "max_restarts": p.retries, "max_task_retries": p.retries}
     if device_type == "cuda":
         actor_args["num_gpus"] = p.gpus_per_worker
     ds = ds.map_batches(

@@ -29,7 +29,7 @@ class IOConfig:
     """Decoding: which backend, and the resize applied right after decoding."""
 
     backend: str = "auto"  # auto | decord | pyav | opencv
-    fallback: list[str] = field(default_factory=lambda: ["decord", "pyav", "opencv"])
+    fallback: list[str] = field(default_factory=lambda: ["pyav", "decord", "opencv"])
     short_side: int | None = 256  # resize so the short side is this many pixels; null keeps size
     extensions: list[str] = field(
         default_factory=lambda: [".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".ts"]
@@ -55,7 +55,7 @@ class FeatureConfig:
     weights: str = "auto"
     crop: str = "center"  # center | 5crop | 10crop
     crop_size: int = 224
-    batch_size: int = 8  # i3d: snippet crops per forward pass; clip: frames per forward pass
+    batch_size: int = 4  # i3d: snippet crops per forward pass; clip: frames per forward pass
     device: str = "cpu"  # cpu | cuda | cuda:N | auto
     precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 on CUDA only)
     threads: int | None = None  # torch intra-op threads; null leaves torch's default

@@ -22,7 +22,13 @@ import torch
 from vad.cache import ExtractorSpec
 from vad.clips import N_CROPS, Snippet, crop_views
 from vad.config import FeatureConfig
-from vad.features.i3d import extract_i3d, find_default_i3d_weights, load_i3d, preprocess_frames
+from vad.features.i3d import (
+    extract_i3d,
+    find_default_i3d_weights,
+    load_i3d,
+    optimize_for_inference,
+    preprocess_frames,
+)
 from vad.utils import sha256_file
 
 logger = logging.getLogger(__name__)
@@ -148,14 +154,15 @@ class I3DExtractor:
         if self._model is None:
             if self.cfg.threads:
                 torch.set_num_threads(self.cfg.threads)
-            self._model = load_i3d(self.weights_path, device=str(self.device), sha256=self.weights_sha256)
+            model = load_i3d(self.weights_path, device=str(self.device), sha256=self.weights_sha256)
+            self._model = optimize_for_inference(model)
             logger.info("loaded I3D weights %s on %s", self.weights_path, self.device)
         return self._model
 
     def _forward(self, batch: list[np.ndarray]) -> np.ndarray:
         """batch: list of (n_crops, T, s, s, 3) uint8 -> (len(batch), n_crops, dim) float32."""
         views = np.concatenate(batch, axis=0)  # (B * n_crops, T, s, s, 3)
-        clips = preprocess_frames(views).to(self.device)
+        clips = preprocess_frames(views, channels_last=True).to(self.device)
         out = extract_i3d(self.model, clips, precision=self.cfg.precision)
         feats = out.features.float().cpu().numpy()
         return feats.reshape(len(batch), self.n_crops, -1)

@@ -153,8 +153,29 @@ class Unit3D(nn.Module):
         if self.bn is not None:
             x = self.bn(x)
         if self.relu:
-            x = F.relu(x)
+            # In place when no graph is recorded: saves a full pass over the activation map.
+            x = F.relu(x, inplace=not torch.is_grad_enabled())
         return x
+
+    @torch.no_grad()
+    def fold_batch_norm(self) -> None:
+        """Fold the (eval-mode) batch norm into the conv's weights and bias: one pass less per
+        layer at inference. The numbers change by float rounding only."""
+        if self.bn is None:
+            return
+        bn = self.bn
+        scale = torch.rsqrt(bn.running_var + bn.eps)
+        if bn.weight is not None:
+            scale = scale * bn.weight
+        shift = -bn.running_mean * scale
+        if bn.bias is not None:
+            shift = shift + bn.bias
+        conv = self.conv3d
+        if conv.bias is not None:
+            shift = shift + conv.bias * scale
+        conv.weight.mul_(scale.reshape(-1, 1, 1, 1, 1))
+        conv.bias = nn.Parameter(shift)
+        self.bn = None
 
 
 class MaxPool3dSame(nn.Module):
@@ -302,19 +323,35 @@ class InceptionI3d(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-def preprocess_frames(frames: np.ndarray) -> torch.Tensor:
+def optimize_for_inference(model: InceptionI3d) -> InceptionI3d:
+    """Prepare ``model`` (in place) for fast inference: eval mode, batch norm folded into the
+    convolutions, weights in channels-last 3D layout (NDHWC), which oneDNN's CPU kernels and
+    cuDNN run faster. Feed it clips from ``preprocess_frames(..., channels_last=True)``.
+    Not for training: the folded model has no batch-norm statistics left to update."""
+    model.eval()
+    for module in model.modules():
+        if isinstance(module, Unit3D):
+            module.fold_batch_norm()
+    return model.to(memory_format=torch.channels_last_3d)
+
+
+def preprocess_frames(frames: np.ndarray, *, channels_last: bool = False) -> torch.Tensor:
     """uint8 RGB frames -> float32 in [-1, 1], channels first (x / 127.5 - 1, as DeepMind's I3D expects).
 
     ``(T, H, W, 3)`` gives ``(3, T, H, W)``; ``(N, T, H, W, 3)`` gives ``(N, 3, T, H, W)``.
     No resizing or cropping happens here: the frames must already be the clip to feed (224 x 224
-    for the standard feature).
+    for the standard feature). ``channels_last``: keep the NDHWC memory layout of the input
+    (for a model prepared by :func:`optimize_for_inference`) instead of copying to NCDHW.
     """
     if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:
         raise TypeError(f"expected a uint8 numpy array, got {type(frames).__name__} {getattr(frames, 'dtype', '')}")
     if frames.ndim not in (4, 5) or frames.shape[-1] != 3:
         raise ValueError(f"expected (T, H, W, 3) or (N, T, H, W, 3) RGB frames, got shape {frames.shape}")
     x = torch.from_numpy(np.ascontiguousarray(frames)).to(torch.float32)
-    x = x.movedim(-1, -4).contiguous()  # channels-last -> channels-first, before the in-place math
+    x = x.movedim(-1, -4)  # (..., T, H, W, 3) -> (..., 3, T, H, W)
+    if not channels_last or x.ndim != 5:
+        x = x.contiguous()  # channels-first layout, before the in-place math
+    # else: the numpy layout (N, T, H, W, 3) already is torch's channels_last_3d: no copy
     return x.div_(127.5).sub_(1.0)
 
 

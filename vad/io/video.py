@@ -68,7 +68,9 @@ BACKENDS: dict[str, str] = {
     "opencv": "vad.io.opencv_backend:OpenCVReader",
 }
 
-DEFAULT_FALLBACK: tuple[str, ...] = ("decord", "pyav", "opencv")
+# PyAV first: it decodes as fast as decord here and its memory stays flat on long videos,
+# while decord keeps decoded frames buffered and grows with the length of the read.
+DEFAULT_FALLBACK: tuple[str, ...] = ("pyav", "decord", "opencv")
 
 
 @dataclass(frozen=True)
@@ -299,7 +301,7 @@ def open_video(
     """Open ``path`` for reading RGB frames.
 
     ``backend`` is "decord", "pyav", "opencv" or "auto"; "auto" tries the
-    backends in ``fallback`` order (default decord -> pyav -> opencv) and moves
+    backends in ``fallback`` order (default pyav -> decord -> opencv) and moves
     on, logging why, when one is not installed, cannot open the file or finds
     no frames. The file is validated once up front (see :mod:`vad.io.probe`),
     so a missing/empty/non-video file fails with one clear
