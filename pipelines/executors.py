@@ -48,7 +48,11 @@ def _chunk_result(plan_index: int, video_id: str, start: int, n: int, **kw: Any)
 def iter_local(
     plans: Sequence[VideoPlan], cfg: ScoreConfig, spec: SnippetSpec, extractor: FeatureExtractor
 ) -> Iterator[ChunkResult]:
-    """Decode in a background thread, extract in this one; yields chunks video by video."""
+    """Decode in a background thread, extract in this one; yields chunks video by video.
+    ``pipeline.prefetch_chunks = 0`` decodes inline instead (no overlap)."""
+    if cfg.pipeline.prefetch_chunks == 0:
+        yield from _iter_local_inline(plans, cfg, spec, extractor)
+        return
     chunks: queue.Queue = queue.Queue(maxsize=cfg.pipeline.prefetch_chunks)
     stop = threading.Event()
 
@@ -89,23 +93,41 @@ def iter_local(
                 break
             if isinstance(item, BaseException):
                 raise item
-            plan, start, views, backend, decode_s, error, permanent = item
-            if error is not None:
-                yield _chunk_result(plan.index, plan.item.video_id, start, plan.n_snippets - start,
-                                    error=error, permanent=permanent, backend=backend)
-                continue
-            try:
-                feats, extract_s = extract_chunk(extractor, views)
-            except Exception as err:  # noqa: BLE001 - e.g. CUDA out of memory on one chunk
-                logger.debug("extraction failed on %s", plan.item.path, exc_info=True)
-                yield _chunk_result(plan.index, plan.item.video_id, start, len(views),
-                                    error=f"extraction failed: {type(err).__name__}: {err}", backend=backend)
-                continue
-            yield _chunk_result(plan.index, plan.item.video_id, start, len(views), features=feats,
-                                backend=backend, timings={"decode_s": decode_s, "extract_s": extract_s})
+            yield _extracted(extractor, *item)
     finally:
         stop.set()
         thread.join(timeout=30)
+
+
+def _iter_local_inline(
+    plans: Sequence[VideoPlan], cfg: ScoreConfig, spec: SnippetSpec, extractor: FeatureExtractor
+) -> Iterator[ChunkResult]:
+    for plan in plans:
+        for segment in plan.segments(cfg.pipeline.segment_snippets):
+            for out in decode_segment(segment, cfg, spec):
+                result = _extracted(extractor, plan, *out)
+                yield result
+                if result.error:
+                    break
+            else:
+                continue
+            break
+
+
+def _extracted(extractor: FeatureExtractor, plan: VideoPlan, start: int, views: np.ndarray | None,
+               backend: str, decode_s: float, error: str | None, permanent: bool) -> ChunkResult:
+    """A decoded chunk (or its decode error) -> its features (or the error)."""
+    if error is not None:
+        return _chunk_result(plan.index, plan.item.video_id, start, plan.n_snippets - start,
+                             error=error, permanent=permanent, backend=backend)
+    try:
+        feats, extract_s = extract_chunk(extractor, views)
+    except Exception as err:  # noqa: BLE001 - e.g. CUDA out of memory on one chunk
+        logger.debug("extraction failed on %s", plan.item.path, exc_info=True)
+        return _chunk_result(plan.index, plan.item.video_id, start, len(views),
+                             error=f"extraction failed: {type(err).__name__}: {err}", backend=backend)
+    return _chunk_result(plan.index, plan.item.video_id, start, len(views), features=feats,
+                         backend=backend, timings={"decode_s": decode_s, "extract_s": extract_s})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -235,21 +257,21 @@ def iter_ray(plans: Sequence[VideoPlan], cfg: ScoreConfig, spec: SnippetSpec, n_
     decode_args: dict[str, Any] = {"num_cpus": 0.5 if cpus <= 1 else 1, "max_retries": p.retries}
     if p.decode_workers:
         decode_args["concurrency"] = p.decode_workers
-    # max_retries/max_restarts have no named parameter in Ray Data yet; silence the deprecation.
-    warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated", category=Warning)
-    warnings.filterwarnings("ignore", message=".*use_polars.*|.*use_arrow_tensor_v2.*", category=DeprecationWarning)
-    ds = ds.map_batches(_decode_batch, batch_size=1, fn_kwargs={"cfg": cfg, "spec": spec, "n_crops": n_crops},
-                        **decode_args)
     # Logical CPUs: each actor takes one, but never all of them, or no decode task could ever
     # be scheduled and the stream would stall (e.g. 2 workers on a 2-CPU machine).
     actor_cpus = 1.0 if cpus - p.workers >= 1 else max(0.01, (cpus - 1) / p.workers) if cpus > 1 else 0.5
     actor_args: dict[str, Any] = {"num_cpus": actor_cpus, "max_restarts": p.retries, "max_task_retries": p.retries}
     if device_type == "cuda":
         actor_args["num_gpus"] = p.gpus_per_worker
-    ds = ds.map_batches(
-        _ExtractActor, batch_size=1, compute=ActorPoolStrategy(size=p.workers),
-        fn_constructor_kwargs={"cfg": cfg, "threads": default_worker_threads(cfg, cpus)}, **actor_args,
-    )
+    with warnings.catch_warnings():
+        # max_retries/max_restarts have no named parameter in Ray Data yet.
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+        ds = ds.map_batches(_decode_batch, batch_size=1, fn_kwargs={"cfg": cfg, "spec": spec, "n_crops": n_crops},
+                            **decode_args)
+        ds = ds.map_batches(
+            _ExtractActor, batch_size=1, compute=ActorPoolStrategy(size=p.workers),
+            fn_constructor_kwargs={"cfg": cfg, "threads": default_worker_threads(cfg, cpus)}, **actor_args,
+        )
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
         for i in range(len(batch["video_index"])):
             error = str(batch["error"][i]) or None

@@ -31,7 +31,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -562,7 +562,7 @@ class ScoreJob:
         self._time("plan_s", time.perf_counter() - t0)
         return plans
 
-    def _stream(self, plans: list[VideoPlan]):
+    def _stream(self, plans: list[VideoPlan]) -> Iterator[ChunkResult]:
         if self.cfg.pipeline.executor == "local":
             return iter_local(plans, self.cfg, self.spec, self.extractor)
         return iter_ray(plans, self.cfg, self.spec, self.extractor.n_crops, self.extractor.device.type)
@@ -609,7 +609,31 @@ class ScoreJob:
         pending = {p.index: _Pending(p) for p in plans}
         failed: dict[int, ChunkResult] = {}
         t0 = time.perf_counter()
-        for chunk in self._stream(plans):
+        lost_reason = "lost: the worker processing this video crashed or was killed (see run.log)"
+        try:
+            self._consume(self._stream(plans), pending, failed, progress, attempt, t0)
+        except (KeyboardInterrupt, JobError):
+            raise
+        except Exception as err:  # noqa: BLE001 - e.g. Ray cannot start an actor; videos fail, not the job
+            logger.error("the %s executor failed", self.cfg.pipeline.executor, exc_info=True)
+            lost_reason = f"executor failed: {type(err).__name__}: {str(err)[:300]}"
+        self._time("pipeline_wall_s", time.perf_counter() - t0)
+        for index, state in pending.items():
+            # Chunks that never came back: their worker crashed or was killed (Ray dropped the
+            # block), or the executor itself failed.
+            failed[index] = ChunkResult(index, state.plan.item.video_id, 0, state.plan.n_snippets, error=lost_reason)
+            progress.advance(state.plan.n_snippets - state.received)
+        return failed
+
+    def _consume(self, stream: Iterator[ChunkResult], pending: dict[int, _Pending], failed: dict[int, ChunkResult],
+                 progress: _Progress, attempt: int, t0: float) -> None:
+        first = True
+        for chunk in stream:
+            if first:
+                # Start-up latency of the stream (worker processes, model loading, first decode):
+                # throughput after it is the steady state a long archive sees.
+                self._time("first_chunk_s", time.perf_counter() - t0)
+                first = False
             state = pending.get(chunk.video_index)
             if state is None or state.error is not None:
                 continue  # a video already failed (its later chunks are moot)
@@ -628,14 +652,6 @@ class ScoreJob:
             if state.received == state.plan.n_snippets:
                 del pending[chunk.video_index]
                 self._finish_extracted(state, progress, attempt)
-        self._time("pipeline_wall_s", time.perf_counter() - t0)
-        for index, state in pending.items():
-            # Chunks that never came back: their worker crashed or was killed (Ray dropped the block).
-            failed[index] = ChunkResult(index, state.plan.item.video_id, 0, state.plan.n_snippets,
-                                        error="lost: the worker processing this video crashed or was killed "
-                                              "(see run.log)")
-            progress.advance(state.plan.n_snippets - state.received)
-        return failed
 
     def _finish_extracted(self, state: _Pending, progress: _Progress, attempt: int) -> None:
         plan = state.plan

@@ -96,9 +96,11 @@ def check_pipeline_config(cfg: ScoreConfig) -> None:
     p = cfg.pipeline
     if p.executor not in ("ray", "local"):
         raise ValueError(f"pipeline.executor must be ray or local, got {p.executor!r}")
-    for key in ("workers", "chunk_snippets", "segment_snippets", "prefetch_chunks"):
+    for key in ("workers", "chunk_snippets", "segment_snippets"):
         if getattr(p, key) < 1:
             raise ValueError(f"pipeline.{key} must be >= 1, got {getattr(p, key)}")
+    if p.prefetch_chunks < 0:
+        raise ValueError(f"pipeline.prefetch_chunks must be >= 0 (0: no decode thread), got {p.prefetch_chunks}")
     if p.segment_snippets % p.chunk_snippets:
         raise ValueError(
             f"pipeline.segment_snippets ({p.segment_snippets}) must be a multiple of "

@@ -25,6 +25,7 @@ from vad.features.i3d import (
     find_default_i3d_weights,
     load_deepmind_variables,
     load_i3d,
+    optimize_for_inference,
     preprocess_frames,
     same_padding,
 )
@@ -86,6 +87,21 @@ def test_maxpool_pads_with_minus_inf() -> None:
     y = model.MaxPool3d_5a_2x2(x)  # k2 s2 on 7 -> pads (0, 1), the asymmetric path
     assert y.shape == (1, 4, 2, 4, 4)
     assert (y < 0).all()
+
+
+@pytest.mark.parametrize("shape", [(8, 112, 112), (8, 28, 28), (4, 14, 14), (3, 7, 7), (5, 9, 6)])
+@pytest.mark.parametrize("pool", ["MaxPool3d_2a_3x3", "MaxPool3d_4a_3x3", "MaxPool3d_5a_2x2"])
+def test_maxpool_equals_explicit_tf_same_padding(shape, pool) -> None:
+    """Whatever path the pool takes (own padding, ceil_mode, explicit pad), it equals padding
+    with -inf as TensorFlow's SAME does and pooling without padding."""
+    import torch.nn.functional as F
+
+    module = getattr(InceptionI3d(), pool)
+    x = torch.randn(2, 3, *shape)
+    pads = [same_padding(s, k, st) for s, k, st in zip(shape, module.kernel, module.stride)]
+    flat = tuple(p for pair in reversed(pads) for p in pair)
+    expected = F.max_pool3d(F.pad(x, flat, value=float("-inf")), module.kernel, module.stride)
+    assert torch.equal(module(x), expected)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,6 +189,22 @@ def test_preprocess_frames() -> None:
         preprocess_frames(frames.astype(np.float32))
     with pytest.raises(ValueError):
         preprocess_frames(frames[..., :2])
+
+
+def test_optimized_model_matches_the_original(random_model: InceptionI3d) -> None:
+    """Folded batch norm + channels-last layout change the numbers by float rounding only."""
+    import copy
+
+    fast = optimize_for_inference(copy.deepcopy(random_model))
+    assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in fast.modules())
+    frames = np.random.default_rng(1).integers(0, 256, (2, 16, 64, 64, 3), dtype=np.uint8)
+    clips = preprocess_frames(frames, channels_last=True)
+    assert clips.is_contiguous(memory_format=torch.channels_last_3d)
+    assert torch.equal(clips, preprocess_frames(frames))  # same values, other layout
+    a, b = extract_i3d(random_model, preprocess_frames(frames)), extract_i3d(fast, clips)
+    scale = a.features.abs().max()
+    assert (a.features - b.features).abs().max() <= 1e-4 * scale
+    assert (a.logits - b.logits).abs().max() <= 1e-4 * a.logits.abs().max()
 
 
 def test_kinetics_classes() -> None:

@@ -219,3 +219,25 @@ def test_extract_fills_the_cache_that_score_then_uses(tmp_path, random_i3d):
     (rec,) = json.loads((run / "summary.json").read_text())["videos"]
     assert rec["cache_hit"] and rec["status"] == "ok"
     assert main(["extract", "--no-progress", str(videos), "--no-resume", "--set", "cache.enabled=false"]) == 1
+
+
+def test_an_executor_failure_fails_the_videos_not_the_job(tmp_path, random_i3d, monkeypatch):
+    """If the executor itself breaks (e.g. Ray cannot start an actor), the incomplete videos are
+    retried and then recorded with the reason; the job still writes its summary."""
+    import pipelines.score as score_mod
+
+    calls = []
+
+    def broken(plans, *args, **kwargs):
+        calls.append([p.item.video_id for p in plans])
+        raise RuntimeError("actor could not be created")
+        yield  # pragma: no cover - makes this a generator like the real executors
+
+    monkeypatch.setattr(score_mod, "iter_local", broken)
+    video = moving_square_video(tmp_path / "cam.mkv", 64)
+    run = tmp_path / "run"
+    assert run_cli([str(video), "--out", str(run), "--retries", "2", *small_args(random_i3d, tmp_path)]) == 2
+    (rec,) = json.loads((run / "summary.json").read_text())["videos"]
+    assert rec["status"] == "error" and rec["attempts"] == 3
+    assert rec["error"] == "executor failed: RuntimeError: actor could not be created"
+    assert calls == [["cam"]] * 3

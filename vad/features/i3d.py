@@ -191,6 +191,10 @@ class MaxPool3dSame(nn.Module):
         if all(b == a and b <= k // 2 for (b, a), k in zip(pads, self.kernel)):
             # PyTorch's own max-pool padding already ignores the padded cells (acts as -inf).
             return F.max_pool3d(x, self.kernel, self.stride, padding=tuple(b for b, _ in pads))
+        if all(b == 0 and a < k for (b, a), k in zip(pads, self.kernel)):
+            # Padding only after: ceil_mode's clipped last window is exactly that (every I3D
+            # pool with odd padding is this case), without copying the map into a padded one.
+            return F.max_pool3d(x, self.kernel, self.stride, ceil_mode=True)
         x = F.pad(x, _f_pad(pads), value=float("-inf"))
         return F.max_pool3d(x, self.kernel, self.stride)
 
