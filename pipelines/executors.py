@@ -250,6 +250,9 @@ def iter_ray(plans: Sequence[VideoPlan], cfg: ScoreConfig, spec: SnippetSpec, n_
     ctx.enable_progress_bars = False  # the job shows one progress view of its own
     ctx.max_errored_blocks = -1  # a crashed decode task costs its video, not the whole stream
     ctx.execution_options.preserve_order = False
+    # One chunk per block: Ray Data would otherwise pack a decode task's chunks into blocks of up
+    # to 128 MB, so the extractor (and the progress view) would receive them in bursts.
+    ctx.target_max_block_size = 1 << 20
     cpus = int(ray.cluster_resources().get("CPU", 1))
     rows = [{"video_index": s.video_index, "video_id": s.video_id, "path": s.path,
              "start": s.start, "stop": s.stop} for s in segments]

@@ -291,6 +291,16 @@ def child_env() -> dict[str, str]:
     return env
 
 
+def one_video_summary(res: dict[str, Any], out_dir: Path) -> dict[str, Any] | None:
+    """The run's summary.json if its one video succeeded; else None with ``res["error"]`` set."""
+    summary = read_summary(out_dir)
+    if summary is None or summary.get("n_ok") != 1:
+        res["error"] = (f"no summary.json (exit status {res['rc']})" if summary is None
+                        else f"video failed: {summary.get('failed')}")
+        return None
+    return summary
+
+
 def run_logged(cmd: list[str], log_path: Path, timeout: float) -> dict[str, Any]:
     """Run ``cmd``; output to ``log_path``; returns rc, wall seconds and the output's tail."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -435,10 +445,8 @@ def pipeline_extract(path: Path, n_snippets: int, args: argparse.Namespace) -> d
            "--out", str(out_dir), "--cache", str(cache_dir), "--no-progress",
            "--set", "pipeline.resume=false", *tuning_flags(args)]
     res = run_logged(cmd, base / "extract.log", args.timeout)
-    summary = read_summary(out_dir)
-    if summary is None or summary.get("n_ok") != 1:
-        res["error"] = (f"no summary.json (exit status {res['rc']})" if summary is None
-                        else f"video failed: {summary.get('failed')}")
+    summary = one_video_summary(res, out_dir)
+    if summary is None:
         return res
     stages = summary.get("stages_s", {})
     pwall = stages.get("pipeline_wall_s")
@@ -514,10 +522,8 @@ def score_run(path: Path, executor: str, args: argparse.Namespace) -> dict[str, 
     base = args.work / "runs" / f"e2e_{executor}"
     out_dir = fresh_dir(base / "out")
     res = run_logged(score_command(path, out_dir, executor, args), base / "score.log", args.timeout)
-    summary = read_summary(out_dir)
-    if summary is None or summary.get("n_ok") != 1:
-        res["error"] = (f"no summary.json (exit status {res['rc']})" if summary is None
-                        else f"video failed: {summary.get('failed')}")
+    summary = one_video_summary(res, out_dir)
+    if summary is None:
         return res
     stages = summary.get("stages_s", {})
     video_s, pwall = summary.get("video_s"), stages.get("pipeline_wall_s")
