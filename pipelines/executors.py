@@ -211,11 +211,10 @@ def ensure_ray(cfg: ScoreConfig) -> bool:
         raise RayUnavailable(f"ray is not installed ({err}); use --executor local") from None
     if ray.is_initialized():
         return False
-    # Ray's own INFO chatter (and the C++ core worker's) would bury the job's progress view.
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
+    # Ray's own INFO chatter would bury the job's progress view.
     quiet_ray_logging()
     kwargs: dict[str, Any] = {"include_dashboard": False, "configure_logging": False,
-                              "log_to_driver": logger.isEnabledFor(logging.DEBUG)}
+                              "log_to_driver": _console_shows_debug()}
     if cfg.pipeline.ray_address:
         kwargs["address"] = cfg.pipeline.ray_address
     else:
@@ -228,11 +227,27 @@ def ensure_ray(cfg: ScoreConfig) -> bool:
     return True
 
 
+def _console_shows_debug() -> bool:
+    """True when the user asked for debug output (``vad -vv``): a console handler at DEBUG.
+    (The root logger itself is at DEBUG whenever run.log is written, so it cannot tell.)"""
+    return any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+               and h.level <= logging.DEBUG for h in logging.getLogger().handlers)
+
+
 def quiet_ray_logging() -> None:
-    """Ray logs at INFO through its own handlers; keep it at WARNING unless we are debugging."""
-    if not logger.isEnabledFor(logging.DEBUG):
-        for name in ("ray", "ray.data", "ray.train", "ray.tune"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+    """Ray logs at INFO to the console through its own handlers; raise those console handlers to
+    WARNING unless we are debugging (Ray Data's session log files keep everything)."""
+    if _console_shows_debug():
+        return
+    # Ray Data re-creates its handlers when a dataset starts; this variable is what it reads then.
+    # Our own log reports every lost or failed video, so Ray Data's errors are not needed twice.
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
+    for name in ("ray", "ray.data"):
+        for handler in logging.getLogger(name).handlers:
+            # console handlers only (Ray's PlainRayHandler is a StreamHandler); file handlers
+            # write to Ray's session logs and keep INFO
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                handler.setLevel(logging.WARNING)
 
 
 def iter_ray(plans: Sequence[VideoPlan], cfg: ScoreConfig, spec: SnippetSpec, n_crops: int,
@@ -250,9 +265,10 @@ def iter_ray(plans: Sequence[VideoPlan], cfg: ScoreConfig, spec: SnippetSpec, n_
     ctx.enable_progress_bars = False  # the job shows one progress view of its own
     ctx.max_errored_blocks = -1  # a crashed decode task costs its video, not the whole stream
     ctx.execution_options.preserve_order = False
-    # One chunk per block: Ray Data would otherwise pack a decode task's chunks into blocks of up
-    # to 128 MB, so the extractor (and the progress view) would receive them in bursts.
-    ctx.target_max_block_size = 1 << 20
+    # Smaller blocks: Ray Data would otherwise pack a decode task's chunks into blocks of up to
+    # 128 MB (6 centre-crop chunks), so the extractor and the progress view would get them in
+    # bursts. Not below Ray's minimum block size (1 MB): at that value the stream stalls.
+    ctx.target_max_block_size = max(16 << 20, 2 * getattr(ctx, "target_min_block_size", 1 << 20))
     cpus = int(ray.cluster_resources().get("CPU", 1))
     rows = [{"video_index": s.video_index, "video_id": s.video_id, "path": s.path,
              "start": s.start, "stop": s.stop} for s in segments]

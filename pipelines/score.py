@@ -580,9 +580,17 @@ class ScoreJob:
                 raise JobError(f"{err} (or run with --executor local)") from None
             self._time("ray_start_s", time.perf_counter() - t0)
         try:
-            attempt, todo = 0, plans
+            attempt, todo, isolate = 0, plans, False
             while todo:
-                failed = self._extract_pass(todo, progress, attempt)
+                if isolate:
+                    # The executor itself failed (a crash Ray did not contain): run each video
+                    # on its own, so a video that kills its worker cannot take others with it.
+                    failed = {}
+                    for plan in todo:
+                        failed.update(self._extract_pass([plan], progress, attempt)[0])
+                else:
+                    failed, broke = self._extract_pass(todo, progress, attempt)
+                    isolate = broke and len(todo) > 1
                 retry = [p for p in todo if p.index in failed and not failed[p.index].permanent]
                 final = [p for p in todo if p.index in failed and (failed[p.index].permanent or attempt >= self.cfg.pipeline.retries)]
                 for plan in final:
@@ -604,12 +612,15 @@ class ScoreJob:
 
                 ray.shutdown()
 
-    def _extract_pass(self, plans: list[VideoPlan], progress: _Progress, attempt: int) -> dict[int, ChunkResult]:
-        """One pass of the executor over ``plans``; returns the failed videos (index -> why)."""
+    def _extract_pass(self, plans: list[VideoPlan], progress: _Progress, attempt: int
+                      ) -> tuple[dict[int, ChunkResult], bool]:
+        """One pass of the executor over ``plans``: the failed videos (index -> why), and whether
+        the executor itself broke down."""
         pending = {p.index: _Pending(p) for p in plans}
         failed: dict[int, ChunkResult] = {}
         t0 = time.perf_counter()
         lost_reason = "lost: the worker processing this video crashed or was killed (see run.log)"
+        broke = False
         try:
             self._consume(self._stream(plans), pending, failed, progress, attempt, t0)
         except (KeyboardInterrupt, JobError):
@@ -617,13 +628,14 @@ class ScoreJob:
         except Exception as err:  # noqa: BLE001 - e.g. Ray cannot start an actor; videos fail, not the job
             logger.error("the %s executor failed", self.cfg.pipeline.executor, exc_info=True)
             lost_reason = f"executor failed: {type(err).__name__}: {str(err)[:300]}"
+            broke = True
         self._time("pipeline_wall_s", time.perf_counter() - t0)
         for index, state in pending.items():
             # Chunks that never came back: their worker crashed or was killed (Ray dropped the
             # block), or the executor itself failed.
             failed[index] = ChunkResult(index, state.plan.item.video_id, 0, state.plan.n_snippets, error=lost_reason)
             progress.advance(state.plan.n_snippets - state.received)
-        return failed
+        return failed, broke
 
     def _consume(self, stream: Iterator[ChunkResult], pending: dict[int, _Pending], failed: dict[int, ChunkResult],
                  progress: _Progress, attempt: int, t0: float) -> None:

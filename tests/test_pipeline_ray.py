@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pipelines.stages import FAULT_ENV
-from tests.test_pipeline import read_outputs, small_args
+from tests.test_pipeline import small_args
 from tests.test_score_cli import moving_square_video, read_scores, run_cli
 
 ray = pytest.importorskip("ray")
@@ -51,28 +51,3 @@ def test_ray_matches_local_with_long_videos_split_over_two_workers(tmp_path, ran
     assert summary["executor"] == "ray" and summary["n_ok"] == 2
     assert summary["stages_s"]["extract_s"] > 0 and summary["stages_s"]["decode_s"] > 0
     assert [v["video_id"] for v in summary["videos"]] == ["long", "short"]  # input order, not finish order
-
-
-def test_a_crashing_worker_costs_only_its_video(tmp_path, random_i3d, ray_cluster):
-    """The decode process of one video dies (as with a segfaulting decoder): Ray retries it,
-    the job retries the video once more, then records it; every other video is complete."""
-    videos = tmp_path / "videos"
-    videos.mkdir()
-    for name in ("a", "crashme", "b"):
-        moving_square_video(videos / f"{name}.mkv", 96, anomaly=(40, 64) if name == "b" else None)
-    run = tmp_path / "run"
-    opts = small_args(random_i3d, tmp_path, "pipeline.chunk_snippets=2", "cache.enabled=false")
-    assert run_cli([str(videos), "--out", str(run), "--retries", "1", *opts], executor="ray") == 2
-    summary = json.loads((run / "summary.json").read_text())
-    by_id = {v["video_id"]: v for v in summary["videos"]}
-    assert by_id["a"]["status"] == by_id["b"]["status"] == "ok"
-    bad = by_id["crashme"]
-    assert bad["status"] == "error" and "crashed or was killed" in bad["error"] and bad["attempts"] == 2
-    assert set(scores_of(run)) == {"a", "b"}
-    first = read_outputs(run)
-    # Rerun: the good videos are resumed, only the bad one is tried again (and fails again).
-    assert run_cli([str(videos), "--out", str(run), "--retries", "0", *opts], executor="ray") == 2
-    again = json.loads((run / "summary.json").read_text())
-    assert again["n_resumed"] == 2
-    assert read_outputs(run)["scores"] == first["scores"]
-    assert [v["status"] for v in again["videos"]] == ["ok", "ok", "error"]  # sorted: a, b, crashme
