@@ -118,7 +118,7 @@ class PipelineConfig:
     decode_workers: int | None = None  # concurrent decode tasks (ray); null: Ray schedules by free CPUs
     chunk_snippets: int = 8  # snippets per decoded chunk handed to the extractor
     segment_snippets: int = 128  # snippets per decode task (ray): long videos spread over workers
-    prefetch_chunks: int = 2  # decoded chunks queued ahead of the extractor (bounds memory)
+    prefetch_chunks: int = 2  # local: decoded chunks queued ahead of the extractor; 0 decodes inline
     retries: int = 1  # a video that failed is retried this many times, then recorded as an error
     resume: bool = True  # a rerun into the same --out skips videos whose outputs are complete
 
