@@ -457,9 +457,13 @@ class ScoreJob:
             return None
         if any(not (self.out_dir / rel).is_file() for rel in result.outputs.values()):
             return None
-        if self.cache is not None and self.extractor is not None and not self.cache.has(
-                item.video_id, VideoFingerprint.of(item.path), self.spec, self.extractor.spec):
-            return None  # outputs exist but the cache entry does not: redo so both are complete
+        if self.cache is not None and self.extractor is not None:
+            try:
+                fingerprint = VideoFingerprint.of(item.path)
+            except OSError:
+                return None  # the video is gone: it fails again, with its reason
+            if not self.cache.has(item.video_id, fingerprint, self.spec, self.extractor.spec):
+                return None  # outputs exist but the cache entry does not: redo so both are complete
         return result, events
 
     # -- the job ----------------------------------------------------------------------------

@@ -241,3 +241,18 @@ def test_an_executor_failure_fails_the_videos_not_the_job(tmp_path, random_i3d, 
     assert rec["status"] == "error" and rec["attempts"] == 3
     assert rec["error"] == "executor failed: RuntimeError: actor could not be created"
     assert calls == [["cam"]] * 3
+
+
+def test_rerun_after_a_video_was_deleted_records_it_as_missing(tmp_path, random_i3d):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    keep, gone = moving_square_video(videos / "keep.mkv", 64), moving_square_video(videos / "gone.mkv", 64)
+    run = tmp_path / "run"
+    args = ["--out", str(run), *small_args(random_i3d, tmp_path)]
+    assert run_cli([str(keep), str(gone), *args]) == 0
+    gone.unlink()
+    assert run_cli([str(keep), str(gone), *args]) == 2
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["n_resumed"] == 1
+    assert [v["status"] for v in summary["videos"]] == ["ok", "error"]
+    assert "no such file" in summary["videos"][1]["error"]
