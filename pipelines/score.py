@@ -23,10 +23,11 @@ Work is spread by an executor (:mod:`pipelines.executors`): Ray (default) or one
 from __future__ import annotations
 
 import csv
+import functools
+import hashlib
 import io
 import json
 import logging
-import hashlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -419,17 +420,22 @@ class ScoreJob:
             fingerprint = asdict(VideoFingerprint.of(item.path))
         except OSError:
             fingerprint = {"path": str(item.path)}
-        blob = json.dumps({
-            "video": fingerprint,
+        blob = json.dumps({"video": fingerprint, "settings": self._settings_key}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    @functools.cached_property
+    def _settings_key(self) -> str:
+        """The job-wide part of every record key (computed once, not per video)."""
+        cfg = to_dict(self.cfg)
+        return json.dumps({
             "extractor": self.extractor.spec.key if self.extractor else None,
             "snippets": asdict(self.spec),
-            "head": to_dict(self.cfg)["head"],
-            "events": to_dict(self.cfg)["events"],
+            "head": cfg["head"],
+            "events": cfg["events"],
             "plots": self.cfg.output.plots,
             "ground_truth": self.cfg.output.ground_truth,
             "extract_only": self.extract_only,
         }, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()
 
     def record_path(self, item: VideoItem) -> Path:
         return self.out_dir / "records" / f"{item.video_id}.json"

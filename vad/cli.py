@@ -212,20 +212,32 @@ def _score_overrides(args: argparse.Namespace) -> list[str]:
     return out + _run_overrides(args)
 
 
-def cmd_extract(args: argparse.Namespace) -> int:
-    from pipelines.score import JobError, ScoreJob, default_run_dir
+def _load_job_config(args: argparse.Namespace, overrides: list[str]) -> tuple[ScoreConfig, Path] | None:
+    """The resolved config and run directory of `vad score`/`vad extract`, with logging set up
+    (into <run>/run.log); None after logging a configuration error."""
+    from pipelines.score import default_run_dir
 
-    overrides = _run_overrides(args)
-    if args.cache:
-        overrides.insert(0, f"cache.root={json.dumps(args.cache)}")
     try:
         cfg = load_config(ScoreConfig, default_score_configs() + args.config, overrides)
     except ConfigError as err:
         setup_logging(args.verbose)
         logger.error("configuration error: %s", err)
-        return EXIT_JOB_ERROR
+        return None
     out_dir = args.out or default_run_dir(cfg.output.root)
     setup_logging(args.verbose, out_dir / "run.log")
+    return cfg, out_dir
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from pipelines.score import JobError, ScoreJob
+
+    overrides = _run_overrides(args)
+    if args.cache:
+        overrides.insert(0, f"cache.root={json.dumps(args.cache)}")
+    loaded = _load_job_config(args, overrides)
+    if loaded is None:
+        return EXIT_JOB_ERROR
+    cfg, out_dir = loaded
     try:
         job = ScoreJob(cfg, out_dir, progress=not args.no_progress, extract_only=True)
         summary = job.run(args.inputs)
@@ -247,17 +259,13 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from pipelines.score import JobError, ScoreJob, default_run_dir
+    from pipelines.score import JobError, ScoreJob
     from vad.assets import AssetError, sample_video
 
-    try:
-        cfg = load_config(ScoreConfig, default_score_configs() + args.config, _score_overrides(args))
-    except ConfigError as err:
-        setup_logging(args.verbose)
-        logger.error("configuration error: %s", err)
+    loaded = _load_job_config(args, _score_overrides(args))
+    if loaded is None:
         return EXIT_JOB_ERROR
-    out_dir = args.out or default_run_dir(cfg.output.root)
-    setup_logging(args.verbose, out_dir / "run.log")
+    cfg, out_dir = loaded
     inputs = list(args.inputs)
     if args.features:
         if inputs:

@@ -53,7 +53,8 @@ import torch
 import torch.nn.functional as F
 
 from vad.cache import ExtractorSpec
-from vad.clips import N_CROPS, Snippet
+from vad.clips import N_CROPS
+from vad.features.views import ViewsExtractor
 from vad.config import FeatureConfig
 from vad.features.extractor import FeatureError, check_feature_config
 
@@ -271,7 +272,7 @@ def _not_available(source: ModelSource, why: str) -> FeatureError:
 # ------------------------------------------------------------------------------------------------
 
 
-class CLIPExtractor:
+class CLIPExtractor(ViewsExtractor):
     """Mean per-frame CLIP image embeddings of 16-frame snippets (see the module docstring).
 
     Same contract as :class:`vad.features.extractor.I3DExtractor`: ``spec``, ``n_crops``, ``dim``,
@@ -381,14 +382,6 @@ class CLIPExtractor:
         pixels = preprocess_frames(frames, self.preprocess, self.device)
         out = embed_frames(self.model, pixels, self.cfg.precision, l2_normalize=self.l2_normalize)
         return out.cpu().numpy()
-
-    def extract(
-        self, snippets: Iterable[Snippet], on_snippet: Callable[[int], None] | None = None
-    ) -> np.ndarray:
-        """Features for every snippet, shaped (n_crops, n_snippets, dim) float32."""
-        from vad.features.extractor import snippet_views
-
-        return self.extract_views((snippet_views(s.frames, self.cfg) for s in snippets), on_snippet)
 
     def extract_views(
         self, views: Iterable[np.ndarray], on_snippet: Callable[[int], None] | None = None

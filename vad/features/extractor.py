@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from vad.cache import ExtractorSpec
-from vad.clips import N_CROPS, Snippet, crop_views
+from vad.clips import N_CROPS, Snippet
 from vad.config import FeatureConfig
 from vad.features.i3d import (
     extract_i3d,
@@ -29,6 +29,7 @@ from vad.features.i3d import (
     optimize_for_inference,
     preprocess_frames,
 )
+from vad.features.views import ViewsExtractor, snippet_views  # noqa: F401 - snippet_views re-exported
 from vad.utils import sha256_file
 
 logger = logging.getLogger(__name__)
@@ -60,13 +61,6 @@ class FeatureExtractor(Protocol):
     def extract_views(
         self, views: Iterable[np.ndarray], on_snippet: Callable[[int], None] | None = None
     ) -> np.ndarray: ...
-
-
-def snippet_views(frames: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
-    """The CPU half of extraction, shared by every extractor: a snippet's frames
-    (T, H, W, 3) uint8 -> the crops the model sees, (n_crops, T', crop_size, crop_size, 3) uint8
-    with T' = T / frame_stride. Decode workers run this, so only crops travel to the model."""
-    return crop_views(frames[:: cfg.frame_stride], cfg.crop_size, cfg.crop)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -111,7 +105,7 @@ def resolve_i3d_weights(weights: str) -> Path:
     return path
 
 
-class I3DExtractor:
+class I3DExtractor(ViewsExtractor):
     """I3D Mixed_5c features for 16-frame snippets. Loads the model lazily on first use."""
 
     dim = 1024
@@ -166,12 +160,6 @@ class I3DExtractor:
         out = extract_i3d(self.model, clips, precision=self.cfg.precision)
         feats = out.features.float().cpu().numpy()
         return feats.reshape(len(batch), self.n_crops, -1)
-
-    def extract(
-        self, snippets: Iterable[Snippet], on_snippet: Callable[[int], None] | None = None
-    ) -> np.ndarray:
-        """Features for every snippet, shaped (n_crops, n_snippets, dim) float32."""
-        return self.extract_views((snippet_views(s.frames, self.cfg) for s in snippets), on_snippet)
 
     def extract_views(
         self, views: Iterable[np.ndarray], on_snippet: Callable[[int], None] | None = None
