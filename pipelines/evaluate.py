@@ -1,6 +1,6 @@
 """``vad evaluate``: per-video scores + ground truth -> metrics.json, report.md, ROC/PR and video plots.
 
-Scores come from a ``vad score`` run directory (``scores/<id>.csv``, frame-level) or a folder of
+Scores come from a ``vad score`` run directory (read through :class:`vad.rundir.RunDir`) or a folder of
 per-video ``.npy``/``.csv`` files (frame-level, or snippet-level when about 16x shorter than the
 ground truth). Ground truth is a folder of ``<id>.npy`` (``vad gt build``; its manifest fixes the
 video order) or is built on the fly from a dataset's annotation file.
@@ -8,11 +8,14 @@ video order) or is built on the fly from a dataset's annotation file.
 Alignment is explicit: scores are expanded (snippet-level) and then truncated or padded with the
 last score to the ground-truth length; every video where that changed anything is listed in
 ``metrics.json["alignment"]`` and the report. Videos present on one side only are listed too.
+
+Event mAP ranks predicted events: for a run, exactly the events ``vad score`` wrote
+(``events.jsonl``, made by :class:`vad.events.EventTracker` with the run's event settings);
+for a folder of scores, the same tracker at ``--threshold`` (no merge, no minimum duration).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -25,7 +28,9 @@ import numpy as np
 from vad.data.lists import class_from_name, guess_dataset
 from vad.eval import VideoScores, evaluate, expand_to_frames, pr_curve_points, roc_curve_points
 from vad.eval.metrics import METRIC_DEFINITIONS, EvalResult
+from vad.events import Event
 from vad.fsutil import write_json_atomic, write_text_atomic
+from vad.rundir import RunDir, read_scores_csv
 from vad.viz import plot_curve, plot_scores
 
 logger = logging.getLogger(__name__)
@@ -42,22 +47,7 @@ class ScoreSource:
     scores: dict[str, np.ndarray]
     fps: dict[str, float] = field(default_factory=dict)
     kind: str = "folder"
-
-
-def _read_score_csv(path: Path) -> np.ndarray:
-    with open(path, newline="") as fh:
-        rows = list(csv.reader(fh))
-    if not rows:
-        raise ValueError(f"{path}: empty score file")
-    header = [h.strip().lower() for h in rows[0]]
-    try:
-        float(rows[0][-1])
-        body, col = rows, len(rows[0]) - 1  # no header: last column is the score
-    except ValueError:
-        if "score" not in header:
-            raise ValueError(f"{path}: CSV needs a 'score' column (header: {rows[0]})") from None
-        body, col = rows[1:], header.index("score")
-    return np.array([float(r[col]) for r in body if r], dtype=np.float64)
+    events: dict[str, list[Event]] | None = None  # a run's events, by video (None: not a run)
 
 
 def _read_score_npy(path: Path) -> np.ndarray:
@@ -74,24 +64,21 @@ def load_scores(path: str | Path) -> ScoreSource:
     path = Path(path)
     if not path.is_dir():
         raise EvaluateError(f"scores: {path} is not a directory")
-    summary_path = path / "summary.json"
-    if summary_path.is_file() and (path / "scores").is_dir():
-        summary = json.loads(summary_path.read_text())
+    if RunDir.is_run(path):
+        run = RunDir(path)
         scores, fps = {}, {}
-        for v in summary.get("videos", []):
-            if v.get("status") != "ok":
-                continue
-            f = path / "scores" / f"{v['video_id']}.csv"
-            if f.is_file():
-                scores[v["video_id"]] = _read_score_csv(f)
+        for v in run.ok_videos():
+            if run.scores_path(v["video_id"]).is_file():
+                scores[v["video_id"]] = run.read_scores(v["video_id"])
                 fps[v["video_id"]] = float(v["fps"])
-        return ScoreSource(scores, fps, kind="vad-score-run")
+        events = run.read_events()
+        return ScoreSource(scores, fps, kind="vad-score-run", events={k: events.get(k, []) for k in scores})
     scores = {}
     for f in sorted(path.iterdir()):
         if f.suffix == ".npy":
             scores[f.stem] = _read_score_npy(f)
         elif f.suffix == ".csv":
-            scores[f.stem] = _read_score_csv(f)
+            scores[f.stem] = read_scores_csv(f)
     return ScoreSource(scores)
 
 
@@ -182,7 +169,7 @@ def write_report(path: Path, metrics: dict[str, Any], title: str) -> None:
     if ev and ev.get("map") is not None:
         aps = ", ".join(f"{k}: {_fmt(v)}" for k, v in ev["ap"].items())
         lines += ["", f"Event-level mAP (tIoU {ev['tious'][0]}–{ev['tious'][-1]}): **{_fmt(ev['map'])}** ({aps}); "
-                  f"events = runs of frames with score ≥ {ev.get('threshold')}."]
+                  f"events: {ev.get('source')}."]
     lines += ["", "![ROC](plots/roc.png) ![PR](plots/pr.png)", ""]
     if metrics["per_class"]:
         lines += ["## Per class", "", METRIC_DEFINITIONS["per_class"], "", "| class | videos | AUC | AP |", "|---|---|---|---|"]
@@ -247,6 +234,7 @@ def run_evaluate(
     missing_gt = sorted(set(source.scores) - set(gt_arrays))
     dataset = dataset or guess_dataset(order)
     videos, alignment, excluded = [], [], []
+    preds: list[list[tuple[int, int, float]]] = []
     for vid in order:
         if vid not in source.scores:
             continue
@@ -259,6 +247,11 @@ def run_evaluate(
             continue
         alignment.append(record)
         videos.append(VideoScores(vid, frame_scores, labels, class_from_name(vid, dataset)[0]))
+        if source.events is not None:
+            # the run's own events, clipped to the ground truth's length like the scores
+            n = len(labels)
+            preds.append([(e.start_frame, min(e.end_frame + 1, n), e.mean_score)
+                          for e in source.events.get(vid, []) if e.start_frame < n])
     if not videos:
         raise EvaluateError(
             f"no video has both scores and ground truth ({len(source.scores)} scored, {len(order)} in the ground truth)"
@@ -266,7 +259,12 @@ def run_evaluate(
     for what, items in (("without scores", missing_scores), ("without ground truth", missing_gt)):
         if items:
             logger.warning("%d video(s) %s: %s", len(items), what, ", ".join(items[:10]) + (" ..." if len(items) > 10 else ""))
-    result: EvalResult = evaluate(videos, threshold=threshold, n_boot=n_boot, seed=seed)
+    result: EvalResult = evaluate(videos, threshold=threshold, n_boot=n_boot, seed=seed,
+                                  pred_events=preds if source.events is not None else None)
+    if result.event_map is not None:
+        result.event_map["source"] = (
+            "the run's events (events.jsonl)" if source.events is not None else
+            f"the event tracker at threshold {threshold:g} (score above it, no merge, no minimum duration)")
     metrics = result.to_dict()
     metrics.update(
         dataset=dataset,

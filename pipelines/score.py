@@ -1,59 +1,50 @@
 """``vad score``: videos -> features (cached) -> head -> frame scores, events, plots.
 
-Run directory layout::
+This module orchestrates; the parts it composes each have one owner:
 
-    <out>/summary.json          one entry per input video (status ok|error, reason, timings)
-    <out>/scores/<id>.csv       frame,time_s,score - one row for every frame of the video
-    <out>/events.jsonl          one JSON object per detected event (video_id + Event fields)
-    <out>/plots/<id>.png        score over time, events, reference part, ground truth
-    <out>/records/<id>.json     a video's result + events, written last: marks the video complete
-    <out>/config.yaml           the resolved configuration
-    <out>/head/                 the fitted head when --reference was given (reusable: --head)
-    <out>/run.log               the job's log, including tracebacks of unexpected failures
+* the run directory's layout and formats: :mod:`vad.rundir`;
+* head -> frame scores -> events: :func:`vad.scoring.score_video` (heads behind the one
+  contract of :mod:`vad.heads.base`, events from :class:`vad.events.EventTracker`);
+* output files: sinks (:mod:`vad.sinks`), the same ones a live monitor uses;
+* decoding and extraction, spread by an executor: :mod:`pipelines.stages`,
+  :mod:`pipelines.executors`.
 
 A failing video never stops the job: it is retried ``pipeline.retries`` times, then becomes an
 error record. ``summary.json`` and ``events.jsonl`` are rebuilt from the records atomically at
 most every FLUSH_INTERVAL_S seconds and at the end, in input order, so a killed job leaves
 valid outputs, and rerunning it into the same directory (``pipeline.resume``) skips complete
 videos and ends with the same outputs as an uninterrupted run.
-
-Work is spread by an executor (:mod:`pipelines.executors`): Ray (default) or one local process.
 """
 
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
-import io
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
-import torch
-import yaml
 from tqdm.auto import tqdm
 
 import vad
 from vad.cache import FeatureCache, VideoFingerprint
-from vad.clips import SnippetSpec, expand_snippet_scores, snippet_ranges
+from vad.clips import SnippetSpec
 from vad.config import ScoreConfig, to_dict
-from vad.events import Event, detect_events
+from vad.events import EventRules, EventUpdate
 from vad.features.extractor import FeatureError, FeatureExtractor, build_extractor
-from vad.fsutil import write_json_atomic, write_text_atomic
-from vad.heads import ReferenceHead, ReferenceHeadConfig
-from vad.heads.base import load_head
+from vad.heads import Head, HeadError, ReferenceFeatureHead, ReferenceHeadConfig, SelfReference, load_head
 from vad.io import VideoError
-from vad.viz import plot_scores
+from vad.rundir import RunDir, RunRecord
+from vad.scoring import score_video
+from vad.sinks import PlotSink, ScoreCSVSink, SinkSet, SourceMeta
 from pipelines.executors import RayUnavailable, ensure_ray, iter_local, iter_ray
 from pipelines.inputs import VideoItem, assign_ids, expand_inputs
+from pipelines.progress import JobProgress
 from pipelines.stages import ChunkResult, VideoPlan, VideoSkipped, assemble, check_pipeline_config, plan_video
-from pipelines.train import score_snippets
 
 logger = logging.getLogger(__name__)
 
@@ -89,29 +80,13 @@ class VideoFeatures:
     cache_hit: bool
 
 
-def _head_config(cfg: ScoreConfig) -> ReferenceHeadConfig:
+def configured_head(cfg: ScoreConfig, extractor: str | None = None) -> ReferenceFeatureHead:
+    """The head ``head:`` describes when no saved head is given (the label-free reference head)."""
     h = cfg.head
-    return ReferenceHeadConfig(k=h.k, shrinkage=h.shrinkage, methods=list(h.methods),
+    core = ReferenceHeadConfig(k=h.k, shrinkage=h.shrinkage, methods=list(h.methods),
                                calibration_quantile=h.calibration_quantile)
-
-
-def reference_snippet_count(n_snippets: int, fps: float, cfg: ScoreConfig) -> int:
-    """How many leading snippets of a video serve as its own reference."""
-    h = cfg.head
-    if h.reference_seconds is not None:
-        wanted = math.ceil(h.reference_seconds * fps / cfg.snippets.stride)
-    else:
-        wanted = math.ceil(h.reference_fraction * n_snippets)
-    return min(n_snippets, max(h.min_reference_snippets, wanted))
-
-
-def write_scores_csv(path: Path, scores: np.ndarray, fps: float) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["frame", "time_s", "score"])
-    for i, s in enumerate(scores):
-        writer.writerow([i, f"{i / fps:.4f}", f"{float(s):.6f}"])
-    write_text_atomic(path, buf.getvalue())
+    policy = SelfReference(h.reference_fraction, h.reference_seconds, h.min_reference_snippets)
+    return ReferenceFeatureHead(core, policy, extractor=extractor)
 
 
 def validate(cfg: ScoreConfig) -> SnippetSpec:
@@ -122,16 +97,16 @@ def validate(cfg: ScoreConfig) -> SnippetSpec:
         raise JobError(f"snippets: {err}") from None
     if cfg.head.type != "reference":
         raise JobError(f"head.type {cfg.head.type!r} is not available (available: reference)")
-    if not 0 < cfg.head.reference_fraction <= 1:
-        raise JobError(f"head.reference_fraction must be in (0, 1], got {cfg.head.reference_fraction}")
-    if cfg.head.min_reference_snippets < 2:
-        raise JobError("head.min_reference_snippets must be >= 2")
     if cfg.head.reference and cfg.head.load:
         raise JobError("give either head.reference (fit on footage) or head.load (a saved head), not both")
     try:
-        _head_config(cfg)
+        configured_head(cfg)
     except ValueError as err:
         raise JobError(f"head: {err}") from None
+    try:
+        EventRules.from_config(cfg.events)
+    except ValueError as err:
+        raise JobError(f"events: {err}") from None
     try:
         check_pipeline_config(cfg)
     except ValueError as err:
@@ -139,36 +114,6 @@ def validate(cfg: ScoreConfig) -> SnippetSpec:
     if cfg.io.short_side is not None and cfg.io.short_side < cfg.features.crop_size:
         raise JobError(f"io.short_side ({cfg.io.short_side}) must be >= features.crop_size ({cfg.features.crop_size})")
     return spec
-
-
-class _Progress:
-    """One progress view over the job: snippets (rate, ETA) plus videos done/failed and RTF."""
-
-    def __init__(self, n_videos: int, enabled: bool) -> None:
-        self.started = time.perf_counter()
-        self.n_videos = n_videos
-        self.ok = self.failed = 0
-        self.video_s = 0.0
-        self.bar = tqdm(total=0, desc="snippets", unit="snip", disable=not enabled, dynamic_ncols=True)
-
-    def add_snippets(self, n: int) -> None:
-        self.bar.total += n
-        self.bar.refresh()
-
-    def advance(self, n: int) -> None:
-        self.bar.update(n)
-
-    def video_done(self, ok: bool, video_s: float = 0.0) -> None:
-        self.ok += ok
-        self.failed += not ok
-        self.video_s += video_s
-        wall = max(time.perf_counter() - self.started, 1e-9)
-        self.bar.set_postfix_str(
-            f"videos {self.ok + self.failed}/{self.n_videos} (failed {self.failed}), "
-            f"{self.video_s / wall:.2f}x real time", refresh=True)
-
-    def close(self) -> None:
-        self.bar.close()
 
 
 @dataclass
@@ -203,12 +148,13 @@ class ScoreJob:
             except FeatureError as err:
                 raise JobError(str(err)) from None
         self.cache = FeatureCache(cfg.cache.root) if cfg.cache.enabled else None
+        self.run_dir = RunDir(self.out_dir)
+        self.rules = EventRules.from_config(cfg.events)
         self.results: dict[int, VideoResult] = {}
         self.video_events: dict[int, list[dict[str, Any]]] = {}
         self.stage_s: dict[str, float] = {}
         self.n_resumed = 0
-        self.shared_head: ReferenceHead | None = None
-        self.trained_head: torch.nn.Module | None = None
+        self.head: Head | None = None
         self._last_flush = -float("inf")
         self._started = time.perf_counter()
         self.ground_truth_dir = Path(cfg.output.ground_truth) if cfg.output.ground_truth else None
@@ -252,77 +198,46 @@ class ScoreJob:
             self._time("cache_write_s", time.perf_counter() - t0)
         return VideoFeatures(feats, plan.n_frames, plan.fps, pending.backend, False)
 
-    # -- heads ------------------------------------------------------------------------------
-    def prepare_shared_head(self) -> None:
-        """Load a saved head, or fit one on the user's reference footage (once per job)."""
+    # -- the head ---------------------------------------------------------------------------
+    def prepare_head(self) -> None:
+        """Load a saved head, or build the configured one and fit it on the user's reference
+        footage when given (once per job). A head that needs fitting and has no reference
+        fits itself on each video's start (see :class:`vad.heads.ReferenceFeatureHead`)."""
         h = self.cfg.head
         if self.extract_only:
             return
+        extractor = self.extractor.spec.name if self.extractor else None
         if h.load:
-            meta_path = Path(h.load) / "head.json"
             try:
-                kind = json.loads(meta_path.read_text()).get("type") if meta_path.is_file() else None
-                if kind in (None, "reference"):
-                    self.shared_head = ReferenceHead.load(h.load)
-                else:
-                    self.trained_head = load_head(h.load, self.extractor.device if self.extractor else "cpu")
-            except (OSError, ValueError, KeyError, RuntimeError) as err:
+                self.head = load_head(h.load, str(self.extractor.device) if self.extractor else "cpu")
+            except HeadError as err:
                 raise JobError(f"cannot load head from {h.load}: {err}") from None
+            if self.extractor is not None and self.head.input.extractor not in (None, extractor):
+                raise JobError(f"the head in {h.load} takes {self.head.input.extractor} features, "
+                               f"but features.name is {extractor}")
             return
+        self.head = configured_head(self.cfg, extractor)
         if not h.reference:
             return
         items = assign_ids(expand_inputs([h.reference], self.cfg.io.extensions))
         if not items:
             raise JobError(f"reference {h.reference} holds no videos")
-        bank, groups, problems = [], [], []
+        bank, problems = [], []
         for item in tqdm(items, desc="reference", unit="video", disable=not self.progress):
             try:
-                vf = self.video_features(item)
+                bank.append(self.video_features(item).features)
             except (VideoError, VideoSkipped, ValueError) as err:
                 problems.append(f"{item.path}: {err}")
-                continue
-            n_crops, n_snippets, dim = vf.features.shape
-            bank.append(vf.features.reshape(-1, dim))
-            # crops of one snippet are one group; snippet ids are unique across reference videos
-            groups.append(np.tile(np.arange(n_snippets), n_crops) + sum(len(g) for g in groups))
         for p in problems:
             logger.warning("reference video skipped: %s", p)
         if not bank:
             raise JobError("no usable reference video: " + "; ".join(problems))
-        reference = np.concatenate(bank)
         try:
-            self.shared_head = ReferenceHead(_head_config(self.cfg)).fit(reference, np.concatenate(groups))
+            self.head.fit(bank)
         except ValueError as err:
             raise JobError(f"cannot fit the reference head: {err}") from None
         if h.save:
-            self.shared_head.save(self.out_dir / "head")
-
-    def score_features(self, feats: np.ndarray, fps: float) -> tuple[np.ndarray, int | None]:
-        """(snippet scores averaged over crops, number of leading reference snippets or None)."""
-        n_crops, n_snippets, dim = feats.shape
-        if self.trained_head is not None:
-            expected = self.trained_head.config.input_dim
-            if dim != expected:
-                raise VideoSkipped(f"features are {dim}-d but the head was trained on {expected}-d features")
-            return score_snippets(self.trained_head, feats, next(self.trained_head.parameters()).device), None
-        if self.shared_head is not None:
-            head, n_ref = self.shared_head, None
-        else:
-            n_ref = reference_snippet_count(n_snippets, fps, self.cfg)
-            if n_ref < 2:
-                raise VideoSkipped(
-                    f"only {n_snippets} snippet(s): too short to model normality from the video itself "
-                    "(give --reference footage of this camera)"
-                )
-            # Rows are crop-major; the crops of one snippet form a group (not independent samples).
-            groups = np.tile(np.arange(n_ref), n_crops)
-            head = ReferenceHead(_head_config(self.cfg)).fit(feats[:, :n_ref].reshape(-1, dim), groups)
-        scores = np.mean([head.score(feats[c]) for c in range(n_crops)], axis=0)
-        if n_ref:
-            # The reference part is scored held-out (as if it were new footage), not in-sample,
-            # so the curve has no artificial step where the reference ends.
-            scores[:n_ref] = head.reference_scores.reshape(n_crops, n_ref).mean(axis=0)
-        return scores, n_ref
+            self.head.save(self.run_dir.head_dir)
 
     # -- one video --------------------------------------------------------------------------
     def score_video(self, item: VideoItem, get_features: Callable[[VideoItem], VideoFeatures]
@@ -347,22 +262,17 @@ class ScoreJob:
         fills ``result`` and returns the event records. Never raises for a per-video problem:
         it becomes the result's error."""
         t0 = time.perf_counter()
-        events: list[Event] = []
+        events = []
         try:
             result.n_frames, result.fps, result.backend = vf.n_frames, vf.fps, vf.backend
             result.duration_s = vf.n_frames / vf.fps
             result.n_snippets, result.cache_hit = int(vf.features.shape[1]), vf.cache_hit
             if not self.extract_only:
-                snippet_scores, n_ref = self.score_features(vf.features, vf.fps)
-                frame_scores = expand_snippet_scores(snippet_scores, vf.n_frames, self.spec)
-                ev_cfg = self.cfg.events
-                events = detect_events(
-                    frame_scores, vf.fps, ev_cfg.threshold, low_threshold=ev_cfg.low_threshold,
-                    min_duration_s=ev_cfg.min_duration_s, merge_gap_s=ev_cfg.merge_gap_s,
-                    smoothing_s=ev_cfg.smoothing_s,
-                )
+                scored = score_video(self.head, vf.features, n_frames=vf.n_frames, fps=vf.fps, spec=self.spec,
+                                     rules=self.rules, source_id=item.video_id)
+                events = scored.events
                 t1 = time.perf_counter()
-                self.write_video_outputs(item, result, frame_scores, events, vf, n_ref)
+                self.write_video_outputs(item, result, scored.frame_scores, events, vf, scored.reference_frames)
                 t2 = time.perf_counter()
                 timings = {**timings, "head_s": round(t1 - t0, 4), "write_s": round(t2 - t1, 4)}
                 self._time("head_s", t1 - t0)
@@ -370,9 +280,9 @@ class ScoreJob:
             result.n_events = len(events)
         except (VideoError, VideoSkipped) as err:
             self._fail(result, str(err))
-        except (ValueError, OSError) as err:
+        except (ValueError, OSError) as err:  # includes HeadError (wrong features for the head)
             logger.debug("video %s failed", item.path, exc_info=True)
-            self._fail(result, f"{type(err).__name__}: {err}")
+            self._fail(result, str(err) if isinstance(err, HeadError) else f"{type(err).__name__}: {err}")
         except Exception as err:  # noqa: BLE001 - one bad video must never stop the batch
             logger.error("unexpected failure on %s", item.path, exc_info=True)
             self._fail(result, f"unexpected {type(err).__name__}: {err}")
@@ -389,29 +299,31 @@ class ScoreJob:
         result.status, result.error = "error", reason
         logger.warning("%s: %s", result.video, reason)
 
-    def write_video_outputs(
-        self, item: VideoItem, result: VideoResult, frame_scores: np.ndarray,
-        events: Sequence[Event], vf: VideoFeatures, n_ref: int | None,
-    ) -> None:
-        scores_path = self.out_dir / "scores" / f"{item.video_id}.csv"
-        write_scores_csv(scores_path, frame_scores, vf.fps)
-        result.outputs["scores"] = str(scores_path.relative_to(self.out_dir))
+    def _sinks(self) -> SinkSet:
+        sinks = [ScoreCSVSink(self.run_dir)]
         if self.cfg.output.plots:
-            gt = None
-            if self.ground_truth_dir is not None:
-                gt_path = self.ground_truth_dir / f"{item.video_id}.npy"
-                if gt_path.is_file():
-                    gt = np.load(gt_path, allow_pickle=False)
-            ref_frames = None
-            if n_ref:
-                ref_frames = snippet_ranges(vf.n_frames, self.spec)[n_ref - 1][1]
-            plot_path = plot_scores(
-                self.out_dir / "plots" / f"{item.video_id}.png", frame_scores, vf.fps,
-                title=f"{item.video_id} ({vf.n_frames} frames, {vf.fps:g} fps)",
-                threshold=self.cfg.events.threshold, events=events, ground_truth=gt,
-                reference_frames=ref_frames,
-            )
-            result.outputs["plot"] = str(plot_path.relative_to(self.out_dir))
+            sinks.append(PlotSink(self.run_dir, threshold=self.cfg.events.threshold))
+        return SinkSet(sinks)
+
+    def write_video_outputs(self, item: VideoItem, result: VideoResult, frame_scores: np.ndarray,
+                            events: Sequence[Any], vf: VideoFeatures, reference_frames: int | None) -> None:
+        """Every output file of the video, through the sinks; a sink that failed fails the video
+        (its outputs would be incomplete)."""
+        gt = None
+        if self.ground_truth_dir is not None:
+            gt_path = self.ground_truth_dir / f"{item.video_id}.npy"
+            if gt_path.is_file():
+                gt = np.load(gt_path, allow_pickle=False)
+        vid = item.video_id
+        with self._sinks() as sinks:
+            sinks.begin(SourceMeta(vid, vf.fps, vf.n_frames, title=f"{vid} ({vf.n_frames} frames, {vf.fps:g} fps)"))
+            sinks.scores(vid, 0, frame_scores)
+            for ev in events:
+                sinks.event(EventUpdate("end", ev))
+            outputs = sinks.end(vid, {"ground_truth": gt, "reference_frames": reference_frames})
+        if sinks.errors:
+            raise OSError("; ".join(f"writing {e.sink} failed: {e.message}" for e in sinks.errors))
+        result.outputs.update({name: self.run_dir.relative(path) for name, path in outputs.items()})
 
     # -- records: what makes a video complete, and resume ----------------------------------
     def record_key(self, item: VideoItem) -> str:
@@ -437,29 +349,23 @@ class ScoreJob:
             "extract_only": self.extract_only,
         }, sort_keys=True, default=str)
 
-    def record_path(self, item: VideoItem) -> Path:
-        return self.out_dir / "records" / f"{item.video_id}.json"
-
     def write_record(self, index: int, item: VideoItem, result: VideoResult, events: list[dict[str, Any]]) -> None:
         """Written after every other output of the video: its presence marks the video complete."""
         self.results[index] = result
         self.video_events[index] = events
-        write_json_atomic(self.record_path(item), {
-            "key": self.record_key(item), "result": asdict(result), "events": events})
+        self.run_dir.write_record(item.video_id, RunRecord(self.record_key(item), asdict(result), events))
 
     def load_record(self, item: VideoItem) -> tuple[VideoResult, list[dict[str, Any]]] | None:
         """A previous run's record of ``item`` if it is complete and still valid, else None."""
-        path = self.record_path(item)
-        if not path.is_file():
+        rec = self.run_dir.read_record(item.video_id)
+        if rec is None:
             return None
         try:
-            rec = json.loads(path.read_text())
-            result = VideoResult(**rec["result"])
-            events = list(rec["events"])
-        except (OSError, ValueError, TypeError, KeyError) as err:
-            logger.warning("ignoring unreadable record %s: %s", path, err)
+            result = VideoResult(**rec.result)
+        except TypeError as err:
+            logger.warning("ignoring record of %s from another vad version: %s", item.video_id, err)
             return None
-        if rec.get("key") != self.record_key(item) or result.status != "ok":
+        if rec.key != self.record_key(item) or result.status != "ok":
             return None
         if any(not (self.out_dir / rel).is_file() for rel in result.outputs.values()):
             return None
@@ -470,7 +376,7 @@ class ScoreJob:
                 return None  # the video is gone: it fails again, with its reason
             if not self.cache.has(item.video_id, fingerprint, self.spec, self.extractor.spec):
                 return None  # outputs exist but the cache entry does not: redo so both are complete
-        return result, events
+        return result, rec.events
 
     # -- the job ----------------------------------------------------------------------------
     def summary(self, finished: bool) -> dict[str, Any]:
@@ -511,17 +417,16 @@ class ScoreJob:
             return None
         self._last_flush = now
         summary = self.summary(finished)
-        write_json_atomic(self.out_dir / "summary.json", summary)
+        self.run_dir.write_summary(summary)
         if not self.extract_only:
-            lines = (json.dumps(e) + "\n" for i in sorted(self.video_events) for e in self.video_events[i])
-            write_text_atomic(self.out_dir / "events.jsonl", "".join(lines))
+            self.run_dir.write_events(e for i in sorted(self.video_events) for e in self.video_events[i])
         return summary
 
     def _start(self) -> None:
         self._started = time.perf_counter()
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.out_dir / "config.yaml", yaml.safe_dump(to_dict(self.cfg), sort_keys=False))
-        self.prepare_shared_head()
+        self.run_dir.create()
+        self.run_dir.write_config(to_dict(self.cfg))
+        self.prepare_head()
         self.flush(finished=False)
 
     def _complete(self, index: int, item: VideoItem, result: VideoResult,
@@ -534,7 +439,7 @@ class ScoreJob:
         if not items:
             raise JobError(f"no videos found in {list(map(str, inputs))}")
         self._start()
-        progress = _Progress(len(items), self.progress)
+        progress = JobProgress(len(items), self.progress)
         try:
             plans = self._prepare(items, progress)
             self._extract_all(plans, progress)
@@ -542,7 +447,7 @@ class ScoreJob:
             progress.close()
         return self.flush(finished=True)
 
-    def _prepare(self, items: list[VideoItem], progress: _Progress) -> list[VideoPlan]:
+    def _prepare(self, items: list[VideoItem], progress: JobProgress) -> list[VideoPlan]:
         """Resume complete videos, score cache hits, probe the rest; returns what needs extraction."""
         t0 = time.perf_counter()
         plans = []
@@ -577,7 +482,7 @@ class ScoreJob:
             return iter_local(plans, self.cfg, self.spec, self.extractor)
         return iter_ray(plans, self.cfg, self.spec, self.extractor.n_crops, self.extractor.device.type)
 
-    def _extract_all(self, plans: list[VideoPlan], progress: _Progress) -> None:
+    def _extract_all(self, plans: list[VideoPlan], progress: JobProgress) -> None:
         """Run the executor, finishing videos as their last chunk arrives; retry failed videos."""
         if not plans:
             return
@@ -622,7 +527,7 @@ class ScoreJob:
 
                 ray.shutdown()
 
-    def _extract_pass(self, plans: list[VideoPlan], progress: _Progress, attempt: int
+    def _extract_pass(self, plans: list[VideoPlan], progress: JobProgress, attempt: int
                       ) -> tuple[dict[int, ChunkResult], bool]:
         """One pass of the executor over ``plans``: the failed videos (index -> why), and whether
         the executor itself broke down."""
@@ -648,7 +553,7 @@ class ScoreJob:
         return failed, broke
 
     def _consume(self, stream: Iterator[ChunkResult], pending: dict[int, _Pending], failed: dict[int, ChunkResult],
-                 progress: _Progress, attempt: int, t0: float) -> None:
+                 progress: JobProgress, attempt: int, t0: float) -> None:
         first = True
         for chunk in stream:
             if first:
@@ -675,7 +580,7 @@ class ScoreJob:
                 del pending[chunk.video_index]
                 self._finish_extracted(state, progress, attempt)
 
-    def _finish_extracted(self, state: _Pending, progress: _Progress, attempt: int) -> None:
+    def _finish_extracted(self, state: _Pending, progress: JobProgress, attempt: int) -> None:
         plan = state.plan
         timings = {k: round(sum(c.timings.get(k, 0.0) for c in state.chunks), 4) for k in ("decode_s", "extract_s")}
         result = VideoResult(video=str(plan.item.path), video_id=plan.item.video_id, attempts=attempt + 1)

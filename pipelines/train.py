@@ -41,22 +41,15 @@ from vad.data.features import (
 )
 from vad.eval import roc_auc
 from vad.fsutil import atomic_path, write_json_atomic, write_text_atomic
-from vad.heads.base import FeatureBatch, build_head, load_head, save_head
+from vad.heads.base import HeadError
+from vad.heads.modules import FeatureBatch, build_module, load_module, save_module
+from vad.heads.trained import score_snippets
 
 logger = logging.getLogger(__name__)
 
 
 class TrainError(RuntimeError):
     """Training cannot start or continue (bad data, bad configuration, incompatible resume)."""
-
-
-@torch.inference_mode()
-def score_snippets(head: torch.nn.Module, features: np.ndarray, device: str | torch.device = "cpu") -> np.ndarray:
-    """Snippet scores (S,) of a trained head for features (n_crops, S, D), averaged over crops."""
-    # Heads L2-normalise their input themselves (training segments are normalised too).
-    x = torch.from_numpy(np.asarray(features, dtype=np.float32)).to(device)
-    head.eval()
-    return head(x).float().mean(dim=0).cpu().numpy()
 
 
 def _video_score(snippet_scores: np.ndarray, ratio: float = 1 / 16) -> float:
@@ -108,7 +101,7 @@ class Trainer:
             params.setdefault("class_names", list(self.class_names))
         try:
             torch.manual_seed(t.seed)
-            self.head = build_head(cfg.head.name, params).to(t.device)
+            self.head = build_module(cfg.head.name, params).to(t.device)
         except (ValueError, TypeError) as err:
             raise TrainError(f"head: {err}") from None
         if getattr(self.head.config, "input_dim", self.dim) != self.dim:
@@ -206,7 +199,7 @@ class Trainer:
     def _save_checkpoint(self) -> None:
         ckpt_dir = self.out / "checkpoints"
         directory = ckpt_dir / f"epoch-{self.epoch:04d}"
-        save_head(self.head, directory, extra={"epoch": self.epoch})
+        save_module(self.head, directory, extra={"epoch": self.epoch})
         with atomic_path(directory / "state.pt") as tmp:
             torch.save({"optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state()}, tmp)
         write_json_atomic(directory / "state.json", {"epoch": self.epoch, "best": self.best,
@@ -227,8 +220,8 @@ class Trainer:
             return False
         directory = self.out / "checkpoints" / json.loads(pointer.read_text())["dir"]
         try:
-            loaded = load_head(directory, self.cfg.train.device)
-        except (FileNotFoundError, ValueError, RuntimeError) as err:
+            loaded = load_module(directory, self.cfg.train.device)
+        except (HeadError, FileNotFoundError, ValueError, RuntimeError) as err:
             raise TrainError(f"cannot resume from {directory}: {err}") from None
         if asdict(loaded.config) != asdict(self.head.config):
             raise TrainError(f"cannot resume from {directory}: it was trained with a different head config")
@@ -291,7 +284,7 @@ class Trainer:
             stale = 0 if valid and metric > self.best["metric"] else stale + 1
             if valid and metric >= self.best["metric"]:
                 self.best = {"epoch": self.epoch, "metric": float(metric)}
-                save_head(self.head, self.out, extra=self._head_extra())
+                save_module(self.head, self.out, extra=self._head_extra())
             with open(metrics_path, "a") as fh:
                 fh.write(json.dumps(record) + "\n")
             self._save_checkpoint()
@@ -302,7 +295,7 @@ class Trainer:
                 break
         bar.close()
         if self.best["epoch"] is None:  # validation never defined: keep the last model
-            save_head(self.head, self.out, extra=self._head_extra())
+            save_module(self.head, self.out, extra=self._head_extra())
         summary = {"best": self.best, "epochs_run": self.epoch, "head": self.cfg.head.name,
                    "n_train": len(self.train_videos), "n_val": len(self.val_videos),
                    "n_normal": len(self.normals), "n_anomalous": len(self.anomalies),

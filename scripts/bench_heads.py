@@ -43,7 +43,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipelines.train import Trainer, score_snippets
+from pipelines.train import Trainer
+from vad.heads.trained import score_snippets
 from vad.config import TrainConfig, TrainHeadConfig, TrainLoopConfig
 from vad.data.features import load_crop
 from vad.data.ground_truth import read_frame_counts

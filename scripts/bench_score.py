@@ -280,9 +280,9 @@ def video_facts(path: Path) -> dict[str, Any]:
 
 
 def vad_command() -> list[str]:
-    """The `vad` console script next to this interpreter, else ``python -m vad.cli``."""
+    """The `vad` console script next to this interpreter, else ``python -m pipelines.cli``."""
     script = Path(sys.executable).parent / "vad"
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "vad.cli"]
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "pipelines.cli"]
 
 
 def child_env() -> dict[str, str]:
@@ -396,7 +396,8 @@ def naive_extract(path: Path, n_snippets: int, device: str) -> dict[str, Any]:
     import cv2
     import torch
 
-    from vad.features.i3d import find_default_i3d_weights, load_i3d, preprocess_frames
+    from vad.features.i3d import preprocess_frames
+    from vad.features.i3d_weights import find_default_i3d_weights, load_i3d
 
     if device == "auto":  # as `vad --device auto` resolves it
         device = "cuda" if torch.cuda.is_available() else "cpu"

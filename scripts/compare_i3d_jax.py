@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    from vad.features.i3d import I3D_K400_SHA256, find_default_i3d_weights
+    from vad.features.i3d_weights import I3D_K400_SHA256, find_default_i3d_weights
     from vad.utils import sha256_file
 
     python = ensure_jax_venv(args.venv.resolve(), args.flax)
@@ -162,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
 def compare(python: Path, weights: Path, workdir: Path, args: argparse.Namespace) -> int:
     import torch
 
-    from vad.features.i3d import KINETICS400_CLASSES, load_deepmind_variables, load_i3d
+    from vad.features.i3d import KINETICS400_CLASSES
+    from vad.features.i3d_weights import load_deepmind_variables, load_i3d
 
     video = make_video(args.clips, args.seed)
     inputs, outputs, runner = workdir / "inputs.npz", workdir / "jax_outputs.npz", workdir / "jax_runner.py"

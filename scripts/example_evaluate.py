@@ -20,7 +20,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from vad.cli import main as vad
+from pipelines.cli import main as vad
 
 
 def write_video(path: Path, n_frames: int, anomaly: tuple[int, int] | None, seed: int, fps: int = 10,

@@ -231,7 +231,7 @@ def test_cuda_matches_cpu(tiny_dir):
 
 
 def test_score_cli_with_clip(tiny_dir, tmp_path):
-    from vad.cli import main
+    from pipelines.cli import main
 
     video = write_lossless_video(tmp_path / "clip.mkv", make_frames(96, 48, 64, seed=3), 25.0)
     out = tmp_path / "run"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_auc_score
 
-from vad.cli import main
+from pipelines.cli import main
 
 ANNOTATIONS = Path(os.environ.get("VAD_ANNOTATIONS_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "annotations"))
 UCF_TEST = ANNOTATIONS / "ucf_crime" / "Test_Annotation.txt"

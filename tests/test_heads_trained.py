@@ -19,12 +19,12 @@ from vad.heads import (
     GSMoEHead,
     MILConfig,
     MILHead,
-    build_head,
+    build_module,
     cluster_classes,
     gaussian_splat_targets,
-    load_head,
+    load_module,
     mil_ranking_loss,
-    save_head,
+    save_module,
     segment_features,
     tgs_loss,
 )
@@ -107,7 +107,7 @@ def _padded_pair(batch_lengths, dim, seed=0):
 def test_padding_never_changes_scores_or_loss(kind):
     dim = 12
     cfg = {"input_dim": dim} if kind == "mil" else {"input_dim": dim, "n_classes": 2, "hidden": 16, "expert_hidden": 8}
-    head = build_head(kind, cfg).eval()
+    head = build_module(kind, cfg).eval()
     lengths = [9, 5, 7, 3]
     x, garbage, mask = _padded_pair(lengths, dim)
     x[~mask] = 0.0
@@ -274,7 +274,7 @@ def test_gsmoe_config_validation():
     with pytest.raises(ValueError):
         GSMoEConfig(topk_ratio=0.0)
     with pytest.raises(ValueError):
-        build_head("gsmoe", {"n_experts": 3})
+        build_module("gsmoe", {"n_experts": 3})
 
 
 @pytest.mark.parametrize("kind", ["mil", "gsmoe"])
@@ -284,9 +284,9 @@ def test_save_load_round_trip(tmp_path, kind):
         if kind == "mil"
         else {"input_dim": 10, "n_classes": 2, "hidden": 16, "expert_hidden": 4, "class_names": ["Arson", "Fighting"]}
     )
-    head = build_head(kind, cfg).eval()
-    save_head(head, tmp_path / kind, extra={"note": "test"})
-    loaded = load_head(tmp_path / kind)
+    head = build_module(kind, cfg).eval()
+    save_module(head, tmp_path / kind, extra={"note": "test"})
+    loaded = load_module(tmp_path / kind)
     assert type(loaded) is type(head) and loaded.config == head.config and not loaded.training
     x = torch.randn(2, 9, 10)
     with torch.no_grad():
@@ -370,7 +370,7 @@ def test_heads_learn_planted_anomalies(kind):
     test = make_feature_set(100, seed=1000, **SINGLE)
     torch.manual_seed(0)
     cfg = MIL_CFG if kind == "mil" else {**GSMOE_CFG, "n_classes": 1}
-    head = build_head(kind, cfg)
+    head = build_module(kind, cfg)
     _train(head, train, steps=100, batch=16, seed=0)
     auc = _frame_auc(head, test)
     logger.info("%s frame AUC on the single-class synthetic set: %.4f", kind, auc)
@@ -385,7 +385,7 @@ def test_gsmoe_beats_mil_on_class_specific_anomalies():
         test = make_feature_set(100, seed=1000 + seed, **MULTI)
         for kind, cfg in (("mil", MIL_CFG), ("gsmoe", {**GSMOE_CFG, "n_classes": 4})):
             torch.manual_seed(seed)
-            head = build_head(kind, cfg)
+            head = build_module(kind, cfg)
             _train(head, train, steps=100, batch=16, seed=seed)
             aucs[kind].append(_frame_auc(head, test))
     mil, gsmoe = float(np.mean(aucs["mil"])), float(np.mean(aucs["gsmoe"]))

@@ -15,19 +15,21 @@ import torch
 
 from vad.features.i3d import (
     FEATURE_DIM,
-    I3D_K400_SHA256,
     KINETICS400_CLASSES,
     InceptionI3d,
-    RestrictedUnpickler,
-    convert_deepmind_variables,
-    detect_weights_format,
     extract_i3d,
-    find_default_i3d_weights,
-    load_deepmind_variables,
-    load_i3d,
     optimize_for_inference,
     preprocess_frames,
     same_padding,
+)
+from vad.features.i3d_weights import (
+    I3D_K400_SHA256,
+    RestrictedUnpickler,
+    convert_deepmind_variables,
+    detect_weights_format,
+    find_default_i3d_weights,
+    load_deepmind_variables,
+    load_i3d,
 )
 from vad.utils import sha256_file
 

@@ -21,7 +21,7 @@ from pipelines.inputs import VideoItem
 from pipelines.stages import Segment, assemble, decode_segment, plan_video
 from tests.test_score_cli import SMALL, moving_square_video, run_cli
 from tests.videos import make_frames, write_lossless_video
-from vad.cli import main
+from pipelines.cli import main
 from vad.clips import SnippetSpec, iter_snippets
 from vad.config import ScoreConfig, load_config
 from vad.features.extractor import build_extractor
@@ -150,7 +150,7 @@ def test_summary_reports_stages_and_realtime_factor(tmp_path, random_i3d):
 
 
 def _score_cmd(videos: Path, run: Path, weights: Path, tmp_path: Path) -> list[str]:
-    return [sys.executable, "-m", "vad.cli", "score", "--no-progress", "--executor", "local", str(videos),
+    return [sys.executable, "-m", "pipelines.cli", "score", "--no-progress", "--executor", "local", str(videos),
             "--out", str(run), *small_args(weights, tmp_path, "pipeline.chunk_snippets=2")]
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from tests.videos import find_sample, write_lossless_video
-from vad.cli import main
+from pipelines.cli import main
 
 SMALL = ["io.short_side=32", "features.crop_size=32", "features.batch_size=4", "head.min_reference_snippets=2"]
 
@@ -121,7 +121,7 @@ def test_reference_footage_flags_the_anomaly_and_head_is_reusable(tmp_path, rand
 
 def test_config_error_is_exit_1_without_traceback(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "vad.cli", "score", "--set", "features.crops=10crop", "--out", str(tmp_path / "r")],
+        [sys.executable, "-m", "pipelines.cli", "score", "--set", "features.crops=10crop", "--out", str(tmp_path / "r")],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 1
@@ -141,7 +141,7 @@ def test_list_file_input_and_missing_weights(tmp_path, random_i3d):
 @pytest.mark.slow
 def test_sample_video_end_to_end_with_real_weights(tmp_path):
     """The demo path: no input -> vtest.avi, real I3D Kinetics-400 weights, 795 score rows."""
-    from vad.features.i3d import find_default_i3d_weights
+    from vad.features.i3d_weights import find_default_i3d_weights
 
     if find_sample("vtest.avi") is None or find_default_i3d_weights() is None:
         pytest.skip("sample video or I3D weights not set up (run `make test` / `vad assets fetch`)")

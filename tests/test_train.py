@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from vad.cli import main
+from pipelines.cli import main
 
 DIM = 32
 

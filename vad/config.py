@@ -96,6 +96,7 @@ class EventConfig:
     min_duration_s: float = 1.0
     merge_gap_s: float = 1.0
     smoothing_s: float = 0.0  # moving-average window applied before thresholding (0 = off)
+    smoothing: str = "centred"  # centred (look-ahead of half the window) | trailing | ema (causal)
 
 
 @dataclass

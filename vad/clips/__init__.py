@@ -3,16 +3,19 @@
 from vad.clips.crops import N_CROPS, crop_boxes, crop_views
 from vad.clips.snippets import (
     Snippet,
+    SnippetBuffer,
     SnippetSpec,
     expand_snippet_scores,
     iter_snippets,
     snippet_ranges,
+    snippets_from_source,
 )
 from vad.io.resize import resize_short_side
 
 __all__ = [
     "N_CROPS",
     "Snippet",
+    "SnippetBuffer",
     "SnippetSpec",
     "crop_boxes",
     "crop_views",
@@ -20,4 +23,5 @@ __all__ = [
     "iter_snippets",
     "resize_short_side",
     "snippet_ranges",
+    "snippets_from_source",
 ]

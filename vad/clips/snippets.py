@@ -22,11 +22,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vad.io.source import FrameSource
 from vad.io.video import VideoReader
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SnippetSpec", "Snippet", "snippet_ranges", "iter_snippets", "expand_snippet_scores"]
+__all__ = [
+    "Snippet",
+    "SnippetBuffer",
+    "SnippetSpec",
+    "expand_snippet_scores",
+    "iter_snippets",
+    "snippet_ranges",
+    "snippets_from_source",
+]
 
 _TAILS = ("drop", "pad")
 
@@ -101,28 +110,114 @@ def iter_snippets(
 ) -> Iterator[Snippet]:
     """Yield snippets ``start_snippet..stop_snippet-1`` of ``reader``'s video, in order.
 
-    Frames are read sequentially and only once: with ``stride == length``
-    each frame is decoded once; with overlap the shared frames are kept from the
-    previous snippet instead of being read again; with gaps the reader decodes
-    through them. ``stop_snippet`` past the end is clamped.
+    Frames are read sequentially, once, in blocks of ``spec.length`` and cut by a
+    :class:`SnippetBuffer` (the same builder a live stream uses): shared frames of overlapping
+    snippets are kept, gaps are decoded through. ``stop_snippet`` past the end is clamped.
     """
     ranges = snippet_ranges(reader.info.n_frames, spec)
     if start_snippet < 0:
         raise ValueError(f"start_snippet must be >= 0, got {start_snippet}")
     stop = len(ranges) if stop_snippet is None else min(stop_snippet, len(ranges))
-    prev: tuple[int, np.ndarray] | None = None  # (stop, real frames) of the previous snippet
-    for index in range(start_snippet, stop):
-        s0, s1 = ranges[index]
-        if prev is not None and s0 < prev[0]:
-            # Overlap: reuse frames [s0, prev_stop) and read only the new ones.
-            prev_stop, prev_frames = prev
-            kept = prev_frames[s0 - (prev_stop - prev_frames.shape[0]) :]
-            real = np.concatenate([kept, reader.read(prev_stop, s1)], axis=0)
-        else:
-            real = reader.read(s0, s1)
-        # With overlap, keep a private copy: the caller may modify the yielded frames.
-        prev = (s1, real.copy()) if spec.stride < spec.length else (s1, real)
-        yield Snippet(index=index, start=s0, stop=s1, frames=_pad(real, spec.length))
+    if start_snippet >= stop:
+        return
+    first, last = ranges[start_snippet][0], ranges[stop - 1][1]
+    buffer = SnippetBuffer(spec, first_snippet=start_snippet)
+    for a in range(first, last, spec.length):
+        yield from buffer.push(reader.read(a, min(a + spec.length, last)))
+    yield from buffer.flush()
+
+
+class SnippetBuffer:
+    """Cuts snippets out of frames pushed in order, holding at most ``spec.length`` frames.
+
+    Snippet ``i`` covers frames ``[i * stride, i * stride + length)`` counted from frame 0 of
+    the source; ``first_snippet`` starts the count there (the first pushed frame is frame
+    ``first_snippet * stride``), which is how a decode task that seeked into a file continues
+    the file's numbering. ``push`` returns the snippets that the new frames complete;
+    ``flush`` at the end of the source returns the padded partial snippet (``tail="pad"``).
+    On a file this yields exactly the snippets of :func:`snippet_ranges`, frame for frame.
+    """
+
+    def __init__(self, spec: SnippetSpec, *, first_snippet: int = 0) -> None:
+        if first_snippet < 0:
+            raise ValueError(f"first_snippet must be >= 0, got {first_snippet}")
+        self.spec = spec
+        self._first_snippet = first_snippet
+        self.reset()
+
+    def reset(self, first_snippet: int | None = None) -> None:
+        """Forget held frames (after a gap in a stream); numbering restarts at ``first_snippet``
+        (default: where this buffer started)."""
+        start = self._first_snippet if first_snippet is None else first_snippet
+        self._next = start  # index of the next snippet to complete
+        self._frame = start * self.spec.stride  # index of the next frame pushed
+        self._ring: np.ndarray | None = None  # frame f lives at _ring[f % length]
+
+    @property
+    def next_frame(self) -> int:
+        """Index of the next frame to push."""
+        return self._frame
+
+    @property
+    def next_snippet(self) -> int:
+        """Index of the next snippet to complete."""
+        return self._next
+
+    def _start(self, index: int) -> int:
+        return index * self.spec.stride
+
+    def push(self, frames: np.ndarray) -> list[Snippet]:
+        """Add one frame (H, W, 3) or a block (n, H, W, 3); returns the snippets completed."""
+        frames = np.asarray(frames)
+        if frames.ndim == 3:
+            frames = frames[None]
+        if frames.ndim != 4:
+            raise ValueError(f"frames must be (H, W, C) or (n, H, W, C), got shape {frames.shape}")
+        length = self.spec.length
+        if self._ring is None and frames.shape[0]:
+            self._ring = np.empty((length, *frames.shape[1:]), dtype=frames.dtype)
+        elif self._ring is not None and frames.shape[1:] != self._ring.shape[1:]:
+            raise ValueError(f"frame shape changed from {self._ring.shape[1:]} to {frames.shape[1:]} "
+                             "(reset the buffer after a resolution change)")
+        done: list[Snippet] = []
+        for frame in frames:
+            f = self._frame
+            self._frame += 1
+            if f < self._start(self._next):
+                continue  # a gap between snippets (stride > length)
+            self._ring[f % length] = frame
+            s0 = self._start(self._next)
+            if f == s0 + length - 1:
+                order = [(s0 + k) % length for k in range(length)]
+                done.append(Snippet(index=self._next, start=s0, stop=s0 + length, frames=self._ring[order]))
+                self._next += 1
+        return done
+
+    def flush(self) -> list[Snippet]:
+        """At the end of the source: the final partial snippet (padded by repeating its last
+        frame) when ``tail="pad"`` and frames remain that no full snippet covers."""
+        s0, end = self._start(self._next), self._frame
+        covered = self._start(self._next - 1) + self.spec.length if self._next > 0 else 0
+        if self.spec.tail != "pad" or self._ring is None or not (s0 < end and covered < end):
+            return []
+        length = self.spec.length
+        real = self._ring[[f % length for f in range(s0, end)]]
+        snippet = Snippet(index=self._next, start=s0, stop=end, frames=_pad(real, length))
+        self._next += 1
+        return [snippet]
+
+
+def snippets_from_source(source: FrameSource, spec: SnippetSpec) -> Iterator[Snippet]:
+    """All snippets of a frame source, in order (ends with the padded tail for ``tail="pad"``)."""
+    buffer = SnippetBuffer(spec)
+    blocks = getattr(source, "blocks", None)
+    if blocks is not None:  # a file: push whole decoded blocks (no per-frame objects)
+        for _, frames in blocks():
+            yield from buffer.push(frames)
+    else:
+        for frame in source:
+            yield from buffer.push(frame.image)
+    yield from buffer.flush()
 
 
 def _pad(frames: np.ndarray, length: int) -> np.ndarray:

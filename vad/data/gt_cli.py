@@ -1,6 +1,6 @@
 """``vad gt``: build frame-level ground truth from benchmark annotation files.
 
-Wired into :mod:`vad.cli` with::
+Wired into :mod:`pipelines.cli` with::
 
     from vad.data import gt_cli
     gt_cli.register(sub)               # adds the "gt" command
@@ -57,7 +57,7 @@ def register(subparsers: Any) -> None:
 
 def _setup_logging(verbose: int) -> None:
     try:
-        from vad.cli import setup_logging  # same console format as the other commands
+        from vad.console import setup_logging  # same console format as the other commands
     except Exception:  # pragma: no cover - cli being rewritten; fall back to basic logging
         logging.basicConfig(level=logging.WARNING - 10 * min(verbose, 2))
         return

@@ -44,6 +44,8 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
+from vad.events import detect_events
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIOUS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5)
@@ -331,29 +333,18 @@ def events_from_scores(
     *,
     reduce: Literal["mean", "max"] = "mean",
 ) -> list[tuple[int, int, float]]:
-    """Predicted events: runs of frames with score >= ``threshold`` lasting >= ``min_len`` frames.
-
-    Returns ``(start, end_exclusive, score)`` with score the ``mean`` (default: an event's
+    """Predicted events ``(start, end_exclusive, score)`` of a frame score curve: the events of
+    :class:`vad.events.EventTracker` (frames with score above ``threshold``, runs of at least
+    ``min_len`` frames, no merge or smoothing), scored by their ``mean`` (default: an event's
     confidence reflects its whole extent, so a long weak run does not outrank a short strong
-    one merely by containing one spike) or ``max`` of the run's frame scores.
-    """
+    one merely by containing one spike) or ``max`` frame score. One event definition serves
+    ``vad score``, the monitor and this metric."""
     s = _as_scores(frame_scores, "frame_scores")
     if reduce not in ("mean", "max"):
         raise ValueError(f"reduce must be 'mean' or 'max', got {reduce!r}")
-    starts, ends = _runs(s >= threshold)
-    keep = (ends - starts) >= max(1, int(min_len))
-    starts, ends = starts[keep], ends[keep]
-    if len(starts) == 0:
-        return []
-    # reduce over [start, end) exactly (no running-sum rounding, so equal runs tie exactly);
-    # the appended 0 keeps an end == len(s) index valid, odd slices (the gaps) are discarded
-    bounds = np.stack((starts, ends), axis=1).ravel()
-    padded = np.concatenate((s, [0.0]))
-    if reduce == "max":
-        vals = np.maximum.reduceat(padded, bounds)[::2]
-    else:
-        vals = np.add.reduceat(padded, bounds)[::2] / (ends - starts)
-    return [(int(a), int(b), float(v)) for a, b, v in zip(starts, ends, vals)]
+    # fps 1: durations in frames
+    events = detect_events(s, 1.0, float(threshold), min_duration_s=float(max(1, int(min_len))))
+    return [(e.start_frame, e.end_frame + 1, e.mean_score if reduce == "mean" else e.peak_score) for e in events]
 
 
 def _tiou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
@@ -738,6 +729,7 @@ def evaluate(
     event_threshold: float | None = None,
     event_min_len: int = 1,
     event_score: Literal["mean", "max"] = "mean",
+    pred_events: Sequence[Sequence[tuple[int, int, float]]] | None = None,
 ) -> EvalResult:
     """Evaluate frame-level scores of a test set the way UCF-Crime / XD-Violence papers do.
 
@@ -745,8 +737,9 @@ def evaluate(
     threshold: score threshold of the false-alarm rate (and of event extraction unless
         ``event_threshold`` is given).
     n_boot: bootstrap resamples for ``ci`` (0 disables it). confidence, seed: interval level, RNG.
-    tious: tIoU thresholds of the event mAP (None skips it); events are runs of frames with
-        score >= event threshold lasting >= ``event_min_len`` frames, scored by ``event_score``.
+    tious: tIoU thresholds of the event mAP (None skips it); predictions are ``pred_events``
+        (per video ``(start, end_exclusive, score)``, e.g. the events a run wrote) or else
+        :func:`events_from_scores` at the event threshold, ``event_min_len``, ``event_score``.
 
     Subsets: *anomalous* videos have >= 1 anomalous frame (GS-MoE reports AUC on these only);
     *normal* videos have none (``far`` and the normal side of ``per_class``). ``per_class[c]``
@@ -784,7 +777,12 @@ def evaluate(
     ev: dict[str, Any] | None = None
     if tious is not None:
         thr = threshold if event_threshold is None else event_threshold
-        preds = [events_from_scores(v.scores, thr, event_min_len, reduce=event_score) for v in videos]
+        if pred_events is not None:
+            if len(pred_events) != len(videos):
+                raise ValueError(f"pred_events has {len(pred_events)} videos, scores {len(videos)}")
+            preds = [list(p) for p in pred_events]
+        else:
+            preds = [events_from_scores(v.scores, thr, event_min_len, reduce=event_score) for v in videos]
         gts = [intervals_from_labels(v.labels) for v in videos]
         ev = event_map(preds, gts, tious)
         ev.update(threshold=float(thr), min_len=int(event_min_len), event_score=event_score)

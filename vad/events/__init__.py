@@ -1,29 +1,28 @@
-"""Frame score curve -> anomalous events (intervals)."""
+"""Frame score curve -> anomalous events (intervals).
+
+Everything runs one incremental :class:`EventTracker` (``vad.events.tracker``, where the rules and
+the smoothing modes are described): batch scoring and evaluation through :func:`detect_events` /
+:func:`detect_events_with`, the live monitor by feeding it chunk by chunk.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import replace
 
 import numpy as np
 
-from vad.utils import runs
+from vad.events.tracker import SMOOTHING_MODES, Event, EventRules, EventTracker, EventUpdate
 
-
-@dataclass(frozen=True)
-class Event:
-    """An interval of frames whose score stayed above the threshold. ``end_frame`` is inclusive."""
-
-    start_frame: int
-    end_frame: int
-    start_s: float
-    end_s: float
-    peak_frame: int
-    peak_score: float
-    mean_score: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+__all__ = [
+    "SMOOTHING_MODES",
+    "Event",
+    "EventRules",
+    "EventTracker",
+    "EventUpdate",
+    "detect_events",
+    "detect_events_with",
+    "smooth",
+]
 
 
 def smooth(scores: np.ndarray, window: int) -> np.ndarray:
@@ -45,6 +44,8 @@ def detect_events(
     min_duration_s: float = 0.0,
     merge_gap_s: float = 0.0,
     smoothing_s: float = 0.0,
+    smoothing: str = "centred",
+    source_id: str = "",
 ) -> list[Event]:
     """Intervals where the (optionally smoothed) frame score exceeds ``threshold``.
 
@@ -58,33 +59,35 @@ def detect_events(
         raise ValueError(f"scores must be 1-D, got shape {raw.shape}")
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
-    low = threshold if low_threshold is None else low_threshold
-    if low > threshold:
-        raise ValueError(f"low_threshold {low} must not exceed threshold {threshold}")
-    curve = smooth(raw, int(round(smoothing_s * fps)))
-    intervals = [(a, b) for a, b in runs(curve > low) if (curve[a:b] > threshold).any()]
-    merged: list[list[int]] = []
-    gap = int(round(merge_gap_s * fps))
-    for a, b in intervals:
-        if merged and a - merged[-1][1] <= gap:
-            merged[-1][1] = b
-        else:
-            merged.append([a, b])
-    min_frames = int(round(min_duration_s * fps))
+    rules = EventRules(
+        threshold=threshold,
+        low_threshold=low_threshold,
+        min_duration_s=min_duration_s,
+        merge_gap_s=merge_gap_s,
+        smoothing_s=smoothing_s,
+        smoothing=smoothing,
+    )
+    return detect_events_with(rules, raw, fps, source_id=source_id)
+
+
+def detect_events_with(rules: EventRules, scores: np.ndarray, fps: float, source_id: str = "") -> list[Event]:
+    """The events of a whole curve: one :class:`EventTracker` over it, its ended events.
+
+    With the whole curve at hand, each event's mean is re-taken as ``raw[a:b].mean()``: numpy's
+    pairwise sum, so batch outputs stay bit-identical to the batch code this replaced (the
+    tracker's running compensated sum agrees to about one ulp, not always to the last bit).
+    """
+    raw = np.asarray(scores, dtype=np.float64)
+    if raw.ndim != 1:
+        raise ValueError(f"scores must be 1-D, got shape {raw.shape}")
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    tracker = EventTracker(rules, fps, source_id=source_id)
+    updates = tracker.update(raw)
+    updates += tracker.finish()
     events = []
-    for a, b in merged:
-        if b - a < max(min_frames, 1):
-            continue
-        peak = a + int(np.argmax(raw[a:b]))
-        events.append(
-            Event(
-                start_frame=a,
-                end_frame=b - 1,
-                start_s=a / fps,
-                end_s=b / fps,
-                peak_frame=peak,
-                peak_score=float(raw[peak]),
-                mean_score=float(raw[a:b].mean()),
-            )
-        )
+    for u in updates:
+        if u.kind == "end":
+            ev = u.event
+            events.append(replace(ev, mean_score=float(raw[ev.start_frame : ev.end_frame + 1].mean())))
     return events

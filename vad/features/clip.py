@@ -54,9 +54,9 @@ import torch.nn.functional as F
 
 from vad.cache import ExtractorSpec
 from vad.clips import N_CROPS
-from vad.features.views import ViewsExtractor
 from vad.config import FeatureConfig
-from vad.features.extractor import FeatureError, check_feature_config
+from vad.features.base import FeatureError, check_feature_config
+from vad.features.views import ViewsExtractor
 
 if TYPE_CHECKING:
     from transformers import CLIPVisionModelWithProjection

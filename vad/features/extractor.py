@@ -2,6 +2,8 @@
 
 Extractors (``features.name``): ``i3d`` (below) and ``clip`` (:mod:`vad.features.clip`, per-frame
 CLIP image embeddings averaged over each snippet). :func:`build_extractor` picks one.
+The interface they share (:class:`FeatureExtractor`, :class:`FeatureError`, the common
+settings checks) is in :mod:`vad.features.base`, re-exported here for callers of the factory.
 
 Preprocessing for I3D (documented contract of the cache entries it produces):
 RGB uint8 frames, resized at decode time so the short side is ``io.short_side`` (256 by
@@ -14,83 +16,36 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
 
 from vad.cache import ExtractorSpec
-from vad.clips import N_CROPS, Snippet
+from vad.clips import N_CROPS
 from vad.config import FeatureConfig
-from vad.features.i3d import (
-    extract_i3d,
-    find_default_i3d_weights,
-    load_i3d,
-    optimize_for_inference,
-    preprocess_frames,
-)
+from vad.features.base import FeatureError, FeatureExtractor, check_feature_config
+from vad.features.clip import CLIPExtractor
+from vad.features.i3d import extract_i3d, optimize_for_inference, preprocess_frames
+from vad.features.i3d_weights import find_default_i3d_weights, load_i3d
 from vad.features.views import ViewsExtractor, snippet_views  # noqa: F401 - snippet_views re-exported
 from vad.utils import sha256_file
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16", "fp16")
-
-
-class FeatureError(RuntimeError):
-    """The extractor cannot be set up (missing weights, bad device or precision)."""
-
-
-class FeatureExtractor(Protocol):
-    """What the pipeline needs from an extractor (I3D, CLIP, ...)."""
-
-    dim: int
-    weights_path: Path | str
-    weights_sha256: str
-
-    @property
-    def n_crops(self) -> int: ...
-
-    @property
-    def spec(self) -> ExtractorSpec: ...
-
-    def extract(
-        self, snippets: Iterable[Snippet], on_snippet: Callable[[int], None] | None = None
-    ) -> np.ndarray: ...
-
-    def extract_views(
-        self, views: Iterable[np.ndarray], on_snippet: Callable[[int], None] | None = None
-    ) -> np.ndarray: ...
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when present; asking for CUDA without it is a clear error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise FeatureError(f"device {device!r} requested but CUDA is not available")
-    return dev
-
-
-def check_feature_config(cfg: FeatureConfig) -> torch.device:
-    """Checks every extractor shares (crop, precision, batch size, frame stride, device);
-    returns the resolved device. Extractor-specific checks stay in each extractor."""
-    if cfg.crop not in N_CROPS:
-        raise FeatureError(f"features.crop must be one of {sorted(N_CROPS)}, got {cfg.crop!r}")
-    if cfg.precision not in PRECISIONS:
-        raise FeatureError(f"features.precision must be one of {PRECISIONS}, got {cfg.precision!r}")
-    if cfg.batch_size < 1:
-        raise FeatureError(f"features.batch_size must be >= 1, got {cfg.batch_size}")
-    if cfg.frame_stride < 1:
-        raise FeatureError(f"features.frame_stride must be >= 1, got {cfg.frame_stride}")
-    device = resolve_device(cfg.device)
-    if cfg.precision == "fp16" and device.type != "cuda":
-        raise FeatureError("fp16 needs a CUDA device; use bf16 or fp32 on CPU")
-    return device
+__all__ = [
+    "EXTRACTORS",
+    "FeatureError",
+    "FeatureExtractor",
+    "I3DExtractor",
+    "build_extractor",
+    "resolve_i3d_weights",
+    "snippet_views",
+]
 
 
 def resolve_i3d_weights(weights: str) -> Path:
+    """``features.weights`` -> an existing file, failing as a :class:`FeatureError` (a setup error)."""
     if weights == "auto":
         found = find_default_i3d_weights()
         if found is None:
@@ -193,8 +148,5 @@ def build_extractor(cfg: FeatureConfig, *, short_side: int | None) -> FeatureExt
     if cfg.name == "i3d":
         return I3DExtractor(cfg, short_side=short_side)
     if cfg.name == "clip":
-        # Imported here: the CLIP module pulls in transformers, which I3D runs do not need.
-        from vad.features.clip import CLIPExtractor
-
         return CLIPExtractor(cfg, short_side=short_side)
     raise FeatureError(f"unknown feature extractor {cfg.name!r} (available: {', '.join(EXTRACTORS)})")

@@ -1,115 +1,210 @@
-"""What every trainable head shares: the batch container, segment pooling, save/load.
+"""The one contract every head meets, and the one ``head.json`` schema they are saved under.
 
-A trainable head is a plain ``nn.Module`` with
+A head turns *units* into anomaly scores, one score per unit. A unit is what the head
+consumes, declared by :class:`HeadInput`:
 
-* ``config``: a dataclass (JSON-serialisable via ``dataclasses.asdict``) with ``input_dim``;
-* ``forward(features, mask=None) -> scores``: features (B, T, D) float, mask (B, T) bool
-  (True = a real snippet; padding is False), scores (B, T) in [0, 1];
-* ``loss(batch: FeatureBatch) -> (loss tensor, {part name: float})``.
+* ``kind="features"``: one snippet's features of a named extractor, shaped (n_crops, dim)
+  (scores are averaged over crops); a whole video is (n_crops, n_snippets, dim).
+* ``kind="frames"``: one clip of raw frames (``clip_length`` frames of ``size``, ``color``).
 
-Heads are registered in ``HEADS`` by name; ``save_head``/``load_head`` write and read
-``<dir>/head.safetensors`` + ``<dir>/head.json`` (no code runs on load).
+Every head offers
+
+* :meth:`Head.score_video`: batch scoring of a whole video (:class:`HeadScores`);
+* :meth:`Head.stream`: a :class:`StreamingScorer` whose ``update(unit)`` returns the scores of
+  the units it can decide now (a head with ``lookahead`` k answers k units late), ``finish()``
+  the rest at the end of the source, ``reset()`` after a gap;
+* ``causal`` / ``lookahead``: whether a score depends on later units, and on how many;
+* ``needs_fit``: the head models normality from reference footage of the camera (it is
+  fitted with :meth:`Head.fit`; an unfitted one may fit itself on each video's start);
+* :meth:`Head.save`; :func:`vad.heads.registry.load_head` reads any saved head.
+
+Saved heads are a directory with ``head.json`` (this module's schema, below) and
+``head.safetensors`` (arrays; nothing executes on load)::
+
+    {"format": "vad-head", "version": 2, "type": "<registered name>",
+     "consumes": {"kind": "features", "extractor": "i3d" | null, "dim": 1024, ...},
+     "causal": true, "lookahead": 0, "needs_fit": false,
+     "config": {...}, ...type-specific keys...}
+
+Files written before the schema had a version (``{"type", "config", ...}``) load too.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from dataclasses import dataclass
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, ClassVar
 
 import numpy as np
-import torch
-from torch import nn
 
-from vad.fsutil import atomic_path, write_json_atomic
+from vad.fsutil import write_json_atomic
+
+__all__ = [
+    "HEAD_FORMAT",
+    "Head",
+    "HeadError",
+    "HeadInput",
+    "HeadScores",
+    "StreamingScorer",
+    "UnitTiming",
+    "read_head_meta",
+    "write_head_meta",
+]
+
+HEAD_FORMAT = "vad-head"
+HEAD_VERSION = 2
+
+
+class HeadError(ValueError):
+    """A head cannot be built, loaded or applied to these inputs (the message says why)."""
+
+
+@dataclass(frozen=True)
+class HeadInput:
+    """What a head consumes. ``extractor``/``dim`` for features; the rest for frames."""
+
+    kind: str = "features"  # "features" | "frames"
+    extractor: str | None = None  # extractor name ("i3d", "clip"), None = not recorded
+    dim: int | None = None
+    clip_length: int | None = None
+    size: tuple[int, int] | None = None  # (width, height)
+    color: str | None = None  # "rgb" | "gray"
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("features", "frames"):
+            raise HeadError(f"head input kind must be 'features' or 'frames', got {self.kind!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HeadInput:
+        d = dict(d)
+        if d.get("size") is not None:
+            d["size"] = tuple(d["size"])
+        return cls(**d)
+
+    def check_features(self, dim: int, extractor: str | None = None) -> None:
+        """Raise HeadError when features of ``dim`` (from ``extractor``) are not what it takes."""
+        if self.kind != "features":
+            raise HeadError("this head scores raw frames, not snippet features")
+        if self.dim is not None and dim != self.dim:
+            raise HeadError(f"features are {dim}-d but the head was made for {self.dim}-d features")
+        if self.extractor and extractor and extractor != self.extractor:
+            raise HeadError(f"the head was made for {self.extractor} features, these are {extractor} features")
+
+
+@dataclass(frozen=True)
+class UnitTiming:
+    """How units map to time: the video's frame rate and the frames between unit starts."""
+
+    fps: float
+    stride: int = 16
 
 
 @dataclass
-class FeatureBatch:
-    """A training batch of videos as snippet (or segment) feature sequences.
+class HeadScores:
+    """Batch scores of one video: one float32 score per unit, and how many leading units served
+    as the head's own reference (a self-fitted reference head; None otherwise)."""
 
-    features: (B, T, D) float32; mask: (B, T) bool, True where a real snippet is;
-    label: (B,) float32 video label, 1 = anomalous, 0 = normal;
-    cls: (B,) int64 class index: 0 = normal, 1..C = anomaly class, -1 = unknown.
-    """
-
-    features: torch.Tensor
-    mask: torch.Tensor
-    label: torch.Tensor
-    cls: torch.Tensor
-
-    def to(self, device: torch.device | str) -> "FeatureBatch":
-        return FeatureBatch(*(t.to(device) for t in (self.features, self.mask, self.label, self.cls)))
+    scores: np.ndarray
+    reference_units: int | None = None
 
 
-def segment_features(features: np.ndarray, n_segments: int) -> np.ndarray:
-    """(T, D) snippet features -> (n_segments, D): each segment is the mean of the snippets whose
-    index falls in its share of the video (Sultani et al.'s 32-segment bags). Videos shorter than
-    ``n_segments`` repeat snippets. Segments are L2-normalised, as in the paper."""
-    features = np.asarray(features, dtype=np.float32)
-    t = len(features)
-    if t == 0:
-        raise ValueError("cannot segment an empty feature sequence")
-    edges = np.linspace(0, t, n_segments + 1)
-    out = np.empty((n_segments, features.shape[1]), dtype=np.float32)
-    for i in range(n_segments):
-        a, b = int(np.floor(edges[i])), int(np.ceil(edges[i + 1]))
-        b = max(b, a + 1)
-        out[i] = features[min(a, t - 1):min(b, t)].mean(axis=0)
-    norm = np.linalg.norm(out, axis=1, keepdims=True)
-    return out / np.maximum(norm, 1e-12)
+class StreamingScorer(ABC):
+    """Scores units as they arrive. Concatenating every ``update`` and ``finish`` result gives
+    the batch scores of the same units (to float rounding)."""
+
+    @abstractmethod
+    def update(self, unit: np.ndarray) -> np.ndarray:
+        """Take the next unit; return the scores (float32, possibly empty) of the units that
+        can now be decided, oldest first."""
+
+    @abstractmethod
+    def finish(self) -> np.ndarray:
+        """End of the source: scores of every unit still undecided."""
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Forget temporal state (after a gap in a stream); pending units are dropped."""
 
 
-HEADS: dict[str, Callable[..., nn.Module]] = {}
-CONFIGS: dict[str, type] = {}
+class Head(ABC):
+    """See the module docstring. Shipped heads are listed in :mod:`vad.heads.registry`."""
+
+    #: Registered type name, written to ``head.json``.
+    type_name: ClassVar[str] = ""
+
+    @property
+    @abstractmethod
+    def input(self) -> HeadInput:
+        """What the head consumes."""
+
+    @property
+    def causal(self) -> bool:
+        return self.lookahead == 0
+
+    @property
+    def lookahead(self) -> int:
+        """Later units a unit's score depends on."""
+        return 0
+
+    @property
+    def needs_fit(self) -> bool:
+        """True for heads that model normality from reference footage."""
+        return False
+
+    @property
+    def fitted(self) -> bool:
+        return not self.needs_fit
+
+    def fit(self, reference: np.ndarray) -> Head:
+        """Fit on reference units (n_crops, n_units, dim); only for ``needs_fit`` heads."""
+        raise HeadError(f"the {self.type_name} head is not fitted on reference footage")
+
+    @abstractmethod
+    def score_video(self, units: np.ndarray, timing: UnitTiming) -> HeadScores:
+        """Score a whole video's units."""
+
+    @abstractmethod
+    def stream(self, timing: UnitTiming, n_units: int | None = None) -> StreamingScorer:
+        """A streaming scorer; ``n_units``: the source's unit count when known (a file)."""
+
+    @abstractmethod
+    def save(self, directory: str | Path) -> Path:
+        """Write ``head.json`` + ``head.safetensors`` into ``directory``."""
+
+    @classmethod
+    @abstractmethod
+    def from_saved(cls, directory: Path, meta: dict[str, Any], device: str = "cpu") -> Head:
+        """Rebuild from a saved directory whose ``head.json`` is ``meta``."""
+
+    def meta(self, config: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        """The ``head.json`` content for this head."""
+        return {"format": HEAD_FORMAT, "version": HEAD_VERSION, "type": self.type_name,
+                "consumes": self.input.to_dict(), "causal": self.causal, "lookahead": self.lookahead,
+                "needs_fit": self.needs_fit, "config": config, **extra}
 
 
-def register_head(name: str, config_cls: type) -> Callable[[type], type]:
-    def wrap(cls: type) -> type:
-        HEADS[name] = cls
-        CONFIGS[name] = config_cls
-        cls.head_name = name
-        return cls
-
-    return wrap
+def write_head_meta(directory: str | Path, meta: dict[str, Any]) -> None:
+    write_json_atomic(Path(directory) / "head.json", meta)
 
 
-def build_head(name: str, config: dict[str, Any] | None = None) -> nn.Module:
-    if name not in HEADS:
-        raise ValueError(f"unknown head {name!r} (available: {', '.join(sorted(HEADS)) or 'none'})")
-    cfg_cls = CONFIGS[name]
-    fields = {f.name for f in dataclasses.fields(cfg_cls)}
-    unknown = sorted(set(config or {}) - fields)
-    if unknown:
-        raise ValueError(f"unknown {name} config key(s): {', '.join(unknown)}")
-    return HEADS[name](cfg_cls(**(config or {})))
-
-
-def save_head(head: nn.Module, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    """Weights as safetensors, config and metadata as JSON; both written atomically."""
-    from safetensors.torch import save_file
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
-    with atomic_path(directory / "head.safetensors") as tmp:
-        save_file(state, str(tmp))
-    meta = {"type": head.head_name, "config": dataclasses.asdict(head.config), **(extra or {})}
-    write_json_atomic(directory / "head.json", meta)
-    return directory
-
-
-def load_head(directory: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """A trained head in eval mode; raises FileNotFoundError/ValueError with the reason."""
-    from safetensors.torch import load_file
-
+def read_head_meta(directory: str | Path) -> dict[str, Any]:
+    """``head.json`` of a saved head; HeadError when the directory is not one."""
     directory = Path(directory)
     meta_path, weights_path = directory / "head.json", directory / "head.safetensors"
     if not meta_path.is_file() or not weights_path.is_file():
-        raise FileNotFoundError(f"{directory} is not a saved head (needs head.json and head.safetensors)")
-    meta = json.loads(meta_path.read_text())
-    head = build_head(meta.get("type", ""), meta.get("config"))
-    head.load_state_dict(load_file(str(weights_path)), strict=True)
-    return head.to(device).eval()
+        raise HeadError(f"{directory} is not a saved head (needs head.json and head.safetensors)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as err:
+        raise HeadError(f"{meta_path}: unreadable: {err}") from None
+    if not isinstance(meta, dict) or "type" not in meta:
+        raise HeadError(f"{meta_path}: no head type")
+    if meta.get("format", HEAD_FORMAT) != HEAD_FORMAT or int(meta.get("version", 1)) > HEAD_VERSION:
+        raise HeadError(f"{meta_path}: format {meta.get('format')!r} version {meta.get('version')} "
+                        f"is not one this vad reads ({HEAD_FORMAT} <= {HEAD_VERSION})")
+    return meta

@@ -64,7 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vad.heads.base import FeatureBatch, register_head
+from vad.heads.modules import FeatureBatch, register_module
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ def tgs_loss(
     return per_video[has_valid].mean()
 
 
-@register_head("gsmoe", GSMoEConfig)
+@register_module("gsmoe", GSMoEConfig)
 class GSMoEHead(nn.Module):
     """Class experts over a shared temporal encoder, fused by a per-snippet gate."""
 
@@ -215,6 +215,12 @@ class GSMoEHead(nn.Module):
         self.expert_out_w = nn.Parameter(torch.empty(c, eh).uniform_(-1 / math.sqrt(eh), 1 / math.sqrt(eh)))
         self.expert_out_b = nn.Parameter(torch.zeros(c))
         self.gate = nn.Sequential(nn.Linear(h, eh), nn.GELU(), nn.Linear(eh, c))
+
+    @property
+    def context(self) -> tuple[int, int]:
+        """Snippets a score depends on: the temporal convolution's half-width on each side."""
+        half = self.temporal.kernel_size[0] // 2
+        return (half, half)
 
     def encode(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = F.normalize(features.float(), dim=-1)

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vad.heads.base import FeatureBatch, register_head
+from vad.heads.modules import FeatureBatch, register_module
 
 logger = logging.getLogger(__name__)
 
@@ -102,9 +102,11 @@ def mil_ranking_loss(
     return total, {k: float(v.detach()) for k, v in parts.items()}
 
 
-@register_head("mil", MILConfig)
+@register_module("mil", MILConfig)
 class MILHead(nn.Module):
     """Per-snippet anomaly scorer trained with the MIL ranking loss."""
+
+    context = (0, 0)  # each snippet is scored on its own: causal, no look-ahead
 
     def __init__(self, config: MILConfig | None = None) -> None:
         super().__init__()

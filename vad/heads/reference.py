@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from vad.fsutil import atomic_path, write_json_atomic
+from vad.heads.base import Head, HeadError, HeadInput, HeadScores, StreamingScorer, UnitTiming, write_head_meta
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +113,8 @@ class _Gaussian:
 
 
 class ReferenceHead:
-    """Fitted on reference snippet features (N, D); scores any snippet features (S, D)."""
+    """The numpy model: fitted on reference snippet features (N, D), scores any (S, D).
+    :class:`ReferenceFeatureHead` is the head contract around it."""
 
     def __init__(self, config: ReferenceHeadConfig | None = None) -> None:
         self.config = config or ReferenceHeadConfig()
@@ -249,3 +253,175 @@ class ReferenceHead:
         head.scales = {k: float(v) for k, v in meta["scales"].items()}
         head.n_reference = int(meta["n_reference"])
         return head
+
+
+@dataclass(frozen=True)
+class SelfReference:
+    """How an unfitted reference head takes its reference from each video's own start."""
+
+    fraction: float = 0.25  # share of the video's snippets
+    seconds: float | None = None  # seconds of the video's start (overrides the fraction)
+    min_snippets: int = 4
+
+    def __post_init__(self) -> None:
+        if not 0 < self.fraction <= 1:
+            raise ValueError(f"reference_fraction must be in (0, 1], got {self.fraction}")
+        if self.seconds is not None and self.seconds <= 0:
+            raise ValueError(f"reference_seconds must be positive, got {self.seconds}")
+        if self.min_snippets < 2:
+            raise ValueError("min_reference_snippets must be >= 2")
+
+    def wanted(self, timing: UnitTiming, n_units: int | None) -> int:
+        """Leading units that form the reference (before capping at the video's length)."""
+        if self.seconds is not None:
+            wanted = math.ceil(self.seconds * timing.fps / timing.stride)
+        elif n_units is None:
+            raise HeadError("a stream of unknown length needs head.reference_seconds (or a fitted head) "
+                            "to take its reference from its own start")
+        else:
+            wanted = math.ceil(self.fraction * n_units)
+        return max(self.min_snippets, wanted)
+
+    def count(self, n_units: int, timing: UnitTiming) -> int:
+        return min(n_units, self.wanted(timing, n_units))
+
+
+def _too_short(n: int) -> HeadError:
+    return HeadError(f"only {n} snippet(s): too short to model normality from the video itself "
+                     "(give --reference footage of this camera)")
+
+
+def _crop_groups(n_crops: int, n_units: int) -> np.ndarray:
+    # Rows are crop-major; the crops of one snippet form a group (not independent samples).
+    return np.tile(np.arange(n_units), n_crops)
+
+
+def _mean_over_crops(model: ReferenceHead, units: np.ndarray) -> np.ndarray:
+    return np.mean([model.score(units[c]) for c in range(units.shape[0])], axis=0)
+
+
+@dataclass
+class _Fit:
+    model: ReferenceHead
+    scores: np.ndarray  # held-out scores of the reference units, averaged over crops
+
+
+def _self_fit(config: ReferenceHeadConfig, reference: np.ndarray) -> _Fit:
+    n_crops, n_ref, dim = reference.shape
+    model = ReferenceHead(config).fit(reference.reshape(-1, dim), _crop_groups(n_crops, n_ref))
+    return _Fit(model, model.reference_scores.reshape(n_crops, n_ref).mean(axis=0))
+
+
+class ReferenceFeatureHead(Head):
+    """The label-free head: normality of this camera's footage, from reference snippets.
+
+    Fitted (``fit`` on reference footage, or a saved head) it scores every snippet against
+    that reference. Unfitted, it fits itself on each video's first snippets
+    (:class:`SelfReference`) and scores that reference part held-out, as if it were new
+    footage, so the curve has no artificial step where the reference ends; a stream's scorer
+    holds back scores until it has seen its reference part.
+    """
+
+    type_name = "reference"
+
+    def __init__(self, config: ReferenceHeadConfig | None = None, self_reference: SelfReference | None = None,
+                 *, model: ReferenceHead | None = None, extractor: str | None = None) -> None:
+        self.config = config or ReferenceHeadConfig()
+        self.self_reference = self_reference or SelfReference()
+        self.model = model
+        self.extractor = extractor
+
+    @property
+    def input(self) -> HeadInput:
+        dim = int(self.model._bank.shape[1]) if self.fitted else None
+        return HeadInput("features", extractor=self.extractor, dim=dim)
+
+    @property
+    def needs_fit(self) -> bool:
+        return True
+
+    @property
+    def fitted(self) -> bool:
+        return self.model is not None and self.model.fitted
+
+    def fit(self, reference: np.ndarray) -> ReferenceFeatureHead:
+        """Fit on reference units (n_crops, n, dim) or a list of such arrays (several videos);
+        crops of one snippet are one group, so held-out calibration never sees their twins."""
+        parts = [reference] if isinstance(reference, np.ndarray) else list(reference)
+        rows, groups, offset = [], [], 0
+        for part in parts:
+            n_crops, n, dim = part.shape
+            rows.append(part.reshape(-1, dim))
+            groups.append(_crop_groups(n_crops, n) + offset)
+            offset += n
+        self.model = ReferenceHead(self.config).fit(np.concatenate(rows), np.concatenate(groups))
+        return self
+
+    def score_video(self, units: np.ndarray, timing: UnitTiming) -> HeadScores:
+        units = np.asarray(units)
+        if units.ndim != 3:
+            raise HeadError(f"features must be (crops, snippets, dim), got shape {units.shape}")
+        if self.fitted:
+            self.input.check_features(units.shape[2])
+            return HeadScores(_mean_over_crops(self.model, units))
+        n_units = units.shape[1]
+        n_ref = self.self_reference.count(n_units, timing)
+        if n_ref < 2:
+            raise _too_short(n_units)
+        fitted = _self_fit(self.config, units[:, :n_ref])
+        scores = _mean_over_crops(fitted.model, units)
+        scores[:n_ref] = fitted.scores
+        return HeadScores(scores, reference_units=n_ref)
+
+    def stream(self, timing: UnitTiming, n_units: int | None = None) -> StreamingScorer:
+        return _ReferenceScorer(self, timing, n_units)
+
+    def save(self, directory: str | Path) -> Path:
+        if not self.fitted:
+            raise HeadError("cannot save a reference head that has not been fitted on reference footage")
+        directory = self.model.save(directory)
+        meta = self.meta(asdict(self.config), scales=self.model.scales, n_reference=self.model.n_reference)
+        write_head_meta(directory, meta)
+        return directory
+
+    @classmethod
+    def from_saved(cls, directory: Path, meta: dict[str, Any], device: str = "cpu") -> ReferenceFeatureHead:
+        model = ReferenceHead.load(directory)
+        extractor = (meta.get("consumes") or {}).get("extractor")
+        return cls(model.config, model=model, extractor=extractor)
+
+
+class _ReferenceScorer(StreamingScorer):
+    def __init__(self, head: ReferenceFeatureHead, timing: UnitTiming, n_units: int | None) -> None:
+        self.head, self.timing, self.n_units = head, timing, n_units
+        self.reset()
+
+    def reset(self) -> None:
+        self._model = self.head.model if self.head.fitted else None
+        self._pending: list[np.ndarray] = []  # the reference part, until it is complete
+        self._n_ref = None if self._model is not None else self.head.self_reference.wanted(self.timing, self.n_units)
+        if self._n_ref is not None and self.n_units is not None:
+            self._n_ref = min(self._n_ref, self.n_units)
+
+    def _fit_pending(self) -> np.ndarray:
+        if len(self._pending) < 2:
+            raise _too_short(len(self._pending))
+        fitted = _self_fit(self.head.config, np.stack(self._pending, axis=1))
+        self._model, self._pending = fitted.model, []
+        return fitted.scores.astype(np.float32)
+
+    def update(self, unit: np.ndarray) -> np.ndarray:
+        unit = np.asarray(unit)
+        if unit.ndim == 1:
+            unit = unit[None]
+        if self._model is not None:
+            return _mean_over_crops(self._model, unit[:, None, :]).astype(np.float32)
+        self._pending.append(unit)
+        if len(self._pending) < self._n_ref:
+            return np.zeros(0, np.float32)
+        return self._fit_pending()
+
+    def finish(self) -> np.ndarray:
+        if self._model is not None or not self._pending:
+            return np.zeros(0, np.float32)
+        return self._fit_pending()  # the source ended inside its reference part

@@ -7,6 +7,7 @@ resize shared by all backends.
 
 from vad.io.errors import VideoError, VideoOpenError, VideoReadError
 from vad.io.probe import StreamProbe, probe_stream
+from vad.io.source import FileSource, Frame, FrameSource, IterableSource
 from vad.io.resize import resize_frames, resize_image, resize_short_side, short_side_size
 from vad.io.video import (
     BACKENDS,
@@ -27,6 +28,10 @@ __all__ = [
     "BACKENDS",
     "DEFAULT_FALLBACK",
     "FORWARD_SEEK_GAP",
+    "FileSource",
+    "Frame",
+    "FrameSource",
+    "IterableSource",
     "VIDEO_EXTENSIONS",
     "StreamProbe",
     "VideoError",

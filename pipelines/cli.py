@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from vad.config import ConfigError, ScoreConfig, load_config, to_dict
+from vad.console import setup_logging
 
 logger = logging.getLogger("vad")
 
@@ -32,26 +33,6 @@ def default_score_configs() -> list[Path]:
     d = configs_dir()
     default = d / "pipelines" / "score.yaml" if d else None
     return [default] if default and default.is_file() else []
-
-
-def setup_logging(verbose: int, log_file: Path | None = None) -> None:
-    level = logging.WARNING - 10 * min(verbose, 2)
-    root = logging.getLogger()
-    root.setLevel(logging.DEBUG)
-    for h in list(root.handlers):
-        root.removeHandler(h)
-    console = logging.StreamHandler(sys.stderr)
-    console.setLevel(level)
-    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root.addHandler(console)
-    if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(log_file)
-        fh.setLevel(logging.DEBUG if verbose else logging.INFO)
-        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(fh)
-    for noisy in ("matplotlib", "PIL", "urllib3", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -349,7 +330,7 @@ def cmd_assets(args: argparse.Namespace) -> int:
             print(f"i3d weights: {ensure_i3d_weights()}")
         else:
             from vad.assets import CORRUPT_VIDEO, I3D_WEIGHTS, SAMPLE_VIDEO, asset_path
-            from vad.features.i3d import find_default_i3d_weights
+            from vad.features.i3d_weights import find_default_i3d_weights
 
             for a in (SAMPLE_VIDEO, CORRUPT_VIDEO, I3D_WEIGHTS):
                 p = asset_path(a)
