@@ -295,12 +295,14 @@ def test_expand_to_frames():
 def test_intervals_and_events_from_scores():
     assert intervals_from_labels([1, 1, 0, 0, 1, 0, 1]) == [(0, 2), (4, 5), (6, 7)]
     assert intervals_from_labels(np.zeros(5)) == []
-    s = np.array([0.9, 0.7, 0.1, 0.6, 0.2, 0.5, 0.5, 1.0])
+    s = np.array([0.9, 0.7, 0.1, 0.6, 0.2, 0.55, 0.51, 1.0, 0.5])
     ev = events_from_scores(s, 0.5)
+    # strictly above the threshold, as vad score's events: the final 0.5 is not in the event
     assert [e[:2] for e in ev] == [(0, 2), (3, 4), (5, 8)]
-    assert [e[2] for e in ev] == pytest.approx([0.8, 0.6, 2 / 3])
+    assert [e[2] for e in ev] == pytest.approx([0.8, 0.6, (0.55 + 0.51 + 1.0) / 3])
     assert events_from_scores(s, 0.5, min_len=2, reduce="max") == [(0, 2, 0.9), (5, 8, 1.0)]
     assert events_from_scores(s, 1.1) == []
+    assert events_from_scores(np.full(4, 0.5), 0.5) == []
 
 
 def test_event_map_perfect():

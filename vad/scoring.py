@@ -72,10 +72,13 @@ class SnippetFrameScores:
         return self._emitted
 
     def push(self, unit_scores: np.ndarray) -> np.ndarray:
+        parts = [np.zeros(0, np.float32)]
         for s in np.asarray(unit_scores, dtype=np.float32).reshape(-1):
             self._recent.append((self._n_scored, s))
             self._n_scored += 1
-        return self._emit(self._n_scored * self.spec.stride)
+            # emit per snippet: the frames it decides only need the last few snippets
+            parts.append(self._emit(self._n_scored * self.spec.stride))
+        return np.concatenate(parts)
 
     def finish(self, n_frames: int | None = None) -> np.ndarray:
         """The remaining frames, up to ``n_frames`` (default: the end of the last snippet)."""

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -15,6 +14,8 @@ import numpy as np
 
 import vad
 from vad.fsutil import save_npy_atomic, write_json_atomic, write_text_atomic
+
+from vad.features.base import ExtractorSpec  # the cache keys its entries by it
 
 logger = logging.getLogger(__name__)
 
@@ -34,24 +35,6 @@ class VideoFingerprint:
         path = Path(path).resolve()
         st = path.stat()
         return cls(path=str(path), size=st.st_size, mtime_ns=st.st_mtime_ns)
-
-
-@dataclass(frozen=True)
-class ExtractorSpec:
-    """What produced the features: name, every setting that changes the numbers, and the weights."""
-
-    name: str
-    config: dict[str, Any] = field(default_factory=dict)
-    weights_sha256: str = ""
-
-    @property
-    def key(self) -> str:
-        """Directory name: readable name plus a hash of everything that changes the features."""
-        blob = json.dumps(
-            {"name": self.name, "config": self.config, "weights_sha256": self.weights_sha256},
-            sort_keys=True,
-        )
-        return f"{self.name}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
 @dataclass(frozen=True)

@@ -7,22 +7,42 @@ factory in :mod:`vad.features.extractor` can import it without importing each ot
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 import numpy as np
 import torch
 
-from vad.cache import ExtractorSpec
 from vad.clips import N_CROPS, Snippet
 from vad.config import FeatureConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PRECISIONS", "FeatureError", "FeatureExtractor", "check_feature_config", "resolve_device"]
+__all__ = ["PRECISIONS", "ExtractorSpec", "FeatureError", "FeatureExtractor", "check_feature_config", "resolve_device"]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class ExtractorSpec:
+    """What produced the features: name, every setting that changes the numbers, and the weights."""
+
+    name: str
+    config: dict[str, Any] = field(default_factory=dict)
+    weights_sha256: str = ""
+
+    @property
+    def key(self) -> str:
+        """Directory name: readable name plus a hash of everything that changes the features."""
+        blob = json.dumps(
+            {"name": self.name, "config": self.config, "weights_sha256": self.weights_sha256},
+            sort_keys=True,
+        )
+        return f"{self.name}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
 class FeatureError(RuntimeError):

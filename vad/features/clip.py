@@ -52,7 +52,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vad.cache import ExtractorSpec
+from vad.features.base import ExtractorSpec
 from vad.clips import N_CROPS
 from vad.config import FeatureConfig
 from vad.features.base import FeatureError, check_feature_config

@@ -21,7 +21,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from vad.cache import ExtractorSpec
+from vad.features.base import ExtractorSpec
 from vad.clips import N_CROPS
 from vad.config import FeatureConfig
 from vad.features.base import FeatureError, FeatureExtractor, check_feature_config
