@@ -49,7 +49,7 @@ from vad.config import TrainConfig, TrainHeadConfig, TrainLoopConfig
 from vad.data.features import load_crop
 from vad.data.ground_truth import read_frame_counts
 from vad.data.lists import class_from_name, is_normal_name
-from vad.heads.base import FeatureBatch, segment_features
+from vad.heads.modules import FeatureBatch, segment_features
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ANNOTATIONS = REPO.parent / "shared" / "data" / "annotations" / "ucf_crime" / "Train_Annotation.txt"

@@ -4,7 +4,6 @@ videos are reported; works on a real `vad score` run directory."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,15 +11,14 @@ import pytest
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_auc_score
 
 from pipelines.cli import main
+from tests.videos import ANNOTATIONS, require_annotations
 
-ANNOTATIONS = Path(os.environ.get("VAD_ANNOTATIONS_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "annotations"))
 UCF_TEST = ANNOTATIONS / "ucf_crime" / "Test_Annotation.txt"
 
 
 @pytest.fixture(scope="module")
 def ucf_gt(tmp_path_factory) -> Path:
-    if not UCF_TEST.is_file():
-        pytest.skip(f"annotation files not found under {ANNOTATIONS}")
+    require_annotations()
     out = tmp_path_factory.mktemp("gt_ucf")
     assert main(["gt", "build", "--dataset", "ucf_crime", "--annotations", str(UCF_TEST), "--out", str(out)]) == 0
     return out

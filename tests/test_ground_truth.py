@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -38,15 +37,18 @@ from vad.data import (
 )
 from vad.data import gt_cli
 from vad.data.ground_truth import annotated_end
+from tests.videos import ANNOTATIONS, require_annotations
 
 
-def _annotations_dir() -> Path:
-    env = os.environ.get("VAD_ANNOTATIONS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "annotations"
+ANN = ANNOTATIONS
 
 
-ANN = _annotations_dir()
-needs_real = pytest.mark.skipif(not (ANN / "README.md").is_file(), reason=f"annotation files not found at {ANN}")
+@pytest.fixture
+def real_annotations() -> Path:
+    return require_annotations()
+
+
+needs_real = pytest.mark.usefixtures("real_annotations")
 
 # The 7 UCF-Crime test videos whose last annotated end is >= ekosman's N (README 3.2/3.3).
 UCF_END_AT_OR_PAST_N = {"Shooting015_x264", "Arson011_x264", "Assault006_x264", "Fighting003_x264",
@@ -143,25 +145,19 @@ def test_frame_count_sources(tmp_path):
 
 
 def test_frame_counts_from_video_files(tmp_path):
-    av = pytest.importorskip("av")
-    try:
-        from vad.io import open_video  # noqa: F401  (written concurrently; skip if unavailable)
-    except Exception as exc:  # pragma: no cover
-        pytest.skip(f"vad.io unavailable: {exc}")
+    import av
+
     path = tmp_path / "vids" / "clip_x264.mkv"
     path.parent.mkdir()
-    try:
-        with av.open(str(path), "w") as container:
-            stream = container.add_stream("ffv1", rate=10)
-            stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
-            for i in range(21):
-                img = np.full((32, 32, 3), i * 10, np.uint8)
-                for pkt in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                    container.mux(pkt)
-            for pkt in stream.encode():
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("ffv1", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for i in range(21):
+            img = np.full((32, 32, 3), i * 10, np.uint8)
+            for pkt in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 container.mux(pkt)
-    except Exception as exc:  # pragma: no cover - codec missing in this PyAV build
-        pytest.skip(f"cannot write a test video: {exc}")
+        for pkt in stream.encode():
+            container.mux(pkt)
     assert frame_counts_from_videos(path.parent) == {"clip_x264": 21}
 
 

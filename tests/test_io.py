@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.videos import find_sample, make_frames, write_lossless_video
+from tests.videos import make_frames, require_sample, write_lossless_video
 from vad.io import (
     VIDEO_EXTENSIONS,
     VideoInfo,
@@ -351,18 +351,25 @@ def test_read_error_after_declared_count(tmp_path):
         open_video(path, "decord")
 
 
-# -- real sample files (skipped when absent) ----------------------------------------------
-
-VTEST = find_sample("vtest.avi")
-MEGAMIND = find_sample("Megamind_bugy.avi")
+# -- real sample files (skipped when absent, a failure under CI) ----------------------------------------------
 
 
-@pytest.mark.skipif(VTEST is None, reason="vtest.avi not found (set VAD_SAMPLE_VIDEO)")
-def test_vtest_all_backends_agree():
+
+@pytest.fixture
+def vtest() -> Path:
+    return require_sample("vtest.avi")
+
+
+@pytest.fixture
+def megamind() -> Path:
+    return require_sample("Megamind_bugy.avi")
+
+
+def test_vtest_all_backends_agree(vtest):
     decoded = {}
     plan = [(0, 16), (779, 795), (400, 408)]  # includes a backward seek
     for backend in BACKENDS:
-        with open_video(VTEST, backend) as reader:
+        with open_video(vtest, backend) as reader:
             i = reader.info
             assert (i.n_frames, i.fps, i.width, i.height) == (795, 10.0, 768, 576), backend
             decoded[backend] = np.concatenate([reader.read(a, b) for a, b in plan])
@@ -374,22 +381,20 @@ def test_vtest_all_backends_agree():
     assert diff.mean() < 0.01 and diff.max() <= 4, (diff.mean(), diff.max())
 
 
-@pytest.mark.skipif(VTEST is None, reason="vtest.avi not found (set VAD_SAMPLE_VIDEO)")
-def test_vtest_short_side_resize():
-    with open_video(VTEST, "pyav", short_side=256) as reader:
+def test_vtest_short_side_resize(vtest):
+    with open_video(vtest, "pyav", short_side=256) as reader:
         assert (reader.info.width, reader.info.height) == (341, 256)
         assert reader.read(100, 104).shape == (4, 256, 341, 3)
 
 
-@pytest.mark.skipif(MEGAMIND is None, reason="Megamind_bugy.avi not found")
-def test_megamind_bugy_decodes_identically_everywhere():
+def test_megamind_bugy_decodes_identically_everywhere(megamind):
     """OpenCV's 'bugy' sample is an intact packed-B-frame XVID AVI whose *pictures* carry
     drawn artefacts; every backend decodes all 270 frames. Its timestamps are scrambled,
     which breaks decord's own seeking: the reader must still return the right frames."""
     plan = [(100, 116), (0, 16), (16, 32), (260, 270), (38, 45)]
     decoded = {}
     for backend in BACKENDS:
-        with open_video(MEGAMIND, backend) as reader:
+        with open_video(megamind, backend) as reader:
             i = reader.info
             assert (i.n_frames, i.fps, i.width, i.height) == (270, 30.0, 720, 528), backend
             decoded[backend] = [reader.read(a, b) for a, b in plan]

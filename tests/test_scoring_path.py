@@ -11,14 +11,13 @@ per-frame score CSV and the events that ``vad score`` wrote.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.test_score_cli import SMALL, moving_square_video
-from tests.videos import find_sample
+from tests.videos import require_sample, skip_or_fail
 from vad.cache import FeatureCache, VideoFingerprint
 from vad.clips import SnippetSpec, iter_snippets
 from vad.config import ScoreConfig, load_config
@@ -74,11 +73,9 @@ def test_golden_scores_and_events_from_features(tmp_path, name):
 def _require_sample_and_weights() -> Path:
     from vad.features.i3d_weights import find_default_i3d_weights
 
-    sample = find_sample("vtest.avi")
-    if sample is None or find_default_i3d_weights() is None:
-        if os.environ.get("CI"):
-            pytest.fail("the sample video or the I3D weights are missing: `make test` sets them up")
-        pytest.skip("sample video or I3D weights not set up (run `make test` / `vad assets fetch`)")
+    sample = require_sample("vtest.avi")
+    if find_default_i3d_weights() is None:
+        skip_or_fail("the I3D weights are not set up (run `make test` / `vad assets fetch`)")
     return sample
 
 
@@ -140,7 +137,9 @@ def _stream_heads(square) -> dict[str, object]:
 def test_stream_through_source_scorer_and_tracker_equals_batch(square, kind):
     """A file read as a stream (frame source -> snippet ring buffer -> extractor -> the head's
     streaming scorer -> frame scores -> event tracker), pushed in uneven blocks, gives the
-    batch scores to 1e-6 and exactly the batch events."""
+    batch scores to 1e-6 and the batch events: the same frames, peaks and ids exactly, scores
+    to the same 1e-6 (GS-MoE's layers run on a 3-snippet window instead of the whole video,
+    so its float sums differ in the last bits)."""
     head = _stream_heads(square)[kind]
     spec, extractor = square["spec"], square["extractor"]
     with open_video(square["test"]) as reader:
@@ -179,7 +178,14 @@ def test_stream_through_source_scorer_and_tracker_equals_batch(square, kind):
     assert len(streamed) == n_frames
     np.testing.assert_allclose(streamed, batch.frame_scores, atol=1e-6, rtol=0)
     ended = [u.event for u in updates if u.kind == "end"]
-    assert [e.to_dict() for e in ended] == [e.to_dict() for e in batch.events]
+
+    def exact(e):
+        return {k: v for k, v in e.to_dict().items() if k not in ("peak_score", "mean_score")}
+
+    assert [exact(e) for e in ended] == [exact(e) for e in batch.events]
+    for got, want in zip(ended, batch.events):
+        assert got.peak_score == pytest.approx(want.peak_score, abs=1e-6)
+        assert got.mean_score == pytest.approx(want.mean_score, abs=1e-6)
     assert [u.kind for u in updates if u.kind != "update"] == ["new", "end"] * len(ended)
     if kind == "gsmoe":
         assert head.lookahead == 1 and not head.causal

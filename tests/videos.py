@@ -13,7 +13,7 @@ RGB -> bgr0/rgb24 and back are pure channel permutations, so no colour
 conversion rounding is involved.
 
 ``find_sample(name)`` locates real sample videos (e.g. OpenCV's ``vtest.avi``)
-without committing them; tests using it skip when it returns None.
+without committing them; tests using it call :func:`skip_or_fail` when it returns None.
 """
 
 from __future__ import annotations
@@ -22,8 +22,37 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+#: The real annotation files laid beside the checkout (``../shared/data/annotations``).
+ANNOTATIONS = Path(os.environ.get("VAD_ANNOTATIONS_DIR", REPO.parent / "shared" / "data" / "annotations"))
+
+
+def skip_or_fail(reason: str) -> None:
+    """A test's real asset is missing: skip on a developer's machine, but fail under CI
+    (``CI`` set), where `make test` sets the assets up and ``../shared`` is laid beside the
+    clone, so a missing asset is a broken set-up, not a reason to check less."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI must have it: `make test` fetches the samples and weights; "
+                    "the annotations are ../shared/data/annotations)")
+    pytest.skip(reason)
+
+
+def require_sample(name: str) -> Path:
+    """The sample video ``name``, or skip/fail (see :func:`skip_or_fail`)."""
+    path = find_sample(name)
+    if path is None:
+        skip_or_fail(f"sample video {name} not found (run `make test` / `vad assets fetch`, or set VAD_SAMPLE_VIDEO)")
+    return path
+
+
+def require_annotations() -> Path:
+    """The real annotation folder, or skip/fail (see :func:`skip_or_fail`)."""
+    if not (ANNOTATIONS / "README.md").is_file():
+        skip_or_fail(f"annotation files not found at {ANNOTATIONS} (or set VAD_ANNOTATIONS_DIR)")
+    return ANNOTATIONS
 
 _SAMPLE_DIRS = (
     REPO / "data" / "samples",

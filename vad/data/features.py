@@ -150,7 +150,7 @@ class FeatureStore:
 
     def segments(self, video: FeatureVideo, crop: int, n_segments: int) -> np.ndarray:
         """(n_segments, dim) mean-pooled, L2-normalised segments of one crop (cached)."""
-        from vad.heads.base import segment_features
+        from vad.heads.modules import segment_features
 
         key = (video.video_id, crop, n_segments)
         if key not in self._segments:

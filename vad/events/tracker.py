@@ -215,6 +215,16 @@ class EventUpdate:
     event: Event
 
 
+def _kahan_add(total: float, carry: float, x: float) -> tuple[float, float]:
+    """Neumaier-compensated running sum: an event's mean stays exact to ~1e-16 over hours."""
+    t = total + x
+    if abs(total) >= abs(x):
+        carry += (total - t) + x
+    else:
+        carry += (x - t) + total
+    return t, carry
+
+
 def _mean(s: float, c: float, n: int) -> float:
     return (s + c) / n if math.isfinite(s) else s / n
 
@@ -426,12 +436,7 @@ class EventTracker:
                         state = _RUN
             elif state == _EVRUN:
                 if v > low:
-                    t = es + x
-                    if abs(es) >= abs(x):
-                        ec += (es - t) + x
-                    else:
-                        ec += (x - t) + es
-                    es = t
+                    es, ec = _kahan_add(es, ec, x)
                     if x > epk or (x != x and epk == epk):
                         epk, epi = x, f
                     ev_b, ev_w1 = f + 1, w
@@ -447,24 +452,14 @@ class EventTracker:
                             out.append(EventUpdate("end", make(ev_a, ev_b, epk, epi, es, ec, ev_w0, ev_w1)))
                         state = _IDLE
             elif state == _GAP:
-                t = ps + x
-                if abs(ps) >= abs(x):
-                    pc += (ps - t) + x
-                else:
-                    pc += (x - t) + ps
-                ps = t
+                ps, pc = _kahan_add(ps, pc, x)
                 if x > ppk or (x != x and ppk == ppk):
                     ppk, ppi = x, f
                 if v > low:
                     # A run inside the gap (a run starting after it is impossible: the event
                     # would have ended on the frame before). It merges once it qualifies.
                     if v > thr:
-                        t = es + ps
-                        if abs(es) >= abs(ps):
-                            ec += (es - t) + ps
-                        else:
-                            ec += (ps - t) + es
-                        es = t
+                        es, ec = _kahan_add(es, ec, ps)
                         ec += pc
                         if ppk > epk or (ppk != ppk and epk == epk):
                             epk, epi = ppk, ppi
@@ -480,12 +475,7 @@ class EventTracker:
                     state = _IDLE
             else:  # _RUN
                 if v > low:
-                    t = ps + x
-                    if abs(ps) >= abs(x):
-                        pc += (ps - t) + x
-                    else:
-                        pc += (x - t) + ps
-                    ps = t
+                    ps, pc = _kahan_add(ps, pc, x)
                     if x > ppk or (x != x and ppk == ppk):
                         ppk, ppi = x, f
                     if v > thr:  # the run qualifies: the event starts where the run started
