@@ -191,6 +191,40 @@ def test_stream_through_source_scorer_and_tracker_equals_batch(square, kind):
         assert head.lookahead == 1 and not head.causal
 
 
+def test_reset_after_a_gap_scores_each_segment_on_its_own(square):
+    """Two files pushed into one stream with a reset between them (a camera that reconnected):
+    each part gets that file's batch scores and events; ids keep counting frames."""
+    head = load_head(GOLDEN / "head_mil")
+    spec, extractor = square["spec"], square["extractor"]
+    rules = EventRules(threshold=0.45, low_threshold=0.4, min_duration_s=0.5, merge_gap_s=0.5)
+    parts = []
+    for key in ("test", "normal"):
+        with FileSource(square[key], short_side=32) as source:
+            frames = np.stack([f.image for f in source])
+        batch = score_video(head, square[f"{key}_feats"], n_frames=len(frames), fps=10.0, spec=spec,
+                            rules=rules, source_id="cam")
+        parts.append((frames, batch))
+    assert parts[0][1].events and parts[1][1].events
+
+    scorer = StreamScorer(head, spec, 10.0, rules, source_id="cam",
+                          embed=lambda sn: list(extractor.extract(sn).transpose(1, 0, 2)))
+    first = scorer.push(parts[0][0])
+    gap = scorer.reset()
+    second = scorer.push(parts[1][0])
+    last = scorer.finish()
+    n0 = len(parts[0][0])
+    np.testing.assert_allclose(np.concatenate([first.frame_scores, gap.frame_scores]), parts[0][1].frame_scores,
+                               atol=1e-6)
+    assert second.first_frame == n0
+    np.testing.assert_allclose(np.concatenate([second.frame_scores, last.frame_scores]), parts[1][1].frame_scores,
+                               atol=1e-6)
+    ended = [u.event for u in first.updates + gap.updates + second.updates + last.updates if u.kind == "end"]
+    want = [(e.start_frame, e.end_frame) for e in parts[0][1].events]
+    want += [(e.start_frame + n0, e.end_frame + n0) for e in parts[1][1].events]
+    assert [(e.start_frame, e.end_frame) for e in ended] == want
+    assert len({e.event_id for e in ended}) == len(ended)
+
+
 def test_snippet_frame_scores_equal_the_batch_expansion():
     from vad.clips import expand_snippet_scores
 

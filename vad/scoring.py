@@ -139,10 +139,10 @@ class StreamScorer:
     def frames_pushed(self) -> int:
         return self._first_frame + self.buffer.next_frame
 
-    def _step(self, unit_scores: list[np.ndarray], final: bool, wall_times: np.ndarray | None) -> StreamStep:
+    def _step(self, unit_scores: list[np.ndarray], final: bool, closing: bool = False) -> StreamStep:
         first = self._first_frame + self.frames.frames_emitted
         parts = [self.frames.push(s) for s in unit_scores]
-        if final:
+        if final or closing:
             parts.append(self.frames.finish(self.buffer.next_frame))
         scores = np.concatenate(parts) if parts else np.zeros(0, np.float32)
         walls = None
@@ -168,10 +168,25 @@ class StreamScorer:
                     raise ValueError("wall_times must be given from the first push on")
                 self._walls = deque()
             self._walls.extend(np.atleast_1d(np.asarray(wall_times, dtype=np.float64)).tolist())
-        return self._step(self._units(self.buffer.push(frames)), False, wall_times)
+        return self._step(self._units(self.buffer.push(frames)), False)
 
     def finish(self) -> StreamStep:
         """End of the source: the tail snippet, the head's look-ahead, the open event."""
         scores = self._units(self.buffer.flush())
         scores.append(self.scorer.finish())
-        return self._step(scores, True, None)
+        return self._step(scores, True)
+
+    def reset(self) -> StreamStep:
+        """A gap in the stream (a reconnect, dropped frames): what was pushed is scored as if
+        the source ended there, the open event ends, and temporal state starts afresh (the
+        snippet buffer, the head's window or self-reference, smoothing). Frame indices go on
+        counting, so events of the next segment never reuse an id."""
+        scores = self._units(self.buffer.flush())
+        scores.append(self.scorer.finish())
+        step = self._step(scores, False, closing=True)
+        step.updates += self.tracker.reset()
+        self._first_frame = self.frames_pushed
+        self.buffer.reset()
+        self.scorer.reset()
+        self.frames.reset()
+        return step

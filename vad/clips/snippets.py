@@ -180,6 +180,15 @@ class SnippetBuffer:
             raise ValueError(f"frame shape changed from {self._ring.shape[1:]} to {frames.shape[1:]} "
                              "(reset the buffer after a resolution change)")
         done: list[Snippet] = []
+        if self.spec.stride >= length:
+            # Fast path: a block that holds whole snippets from a snippet's first frame on
+            # (a file read snippet by snippet) yields views of itself, no copy into the ring.
+            while len(frames) >= length and self._frame == self._start(self._next):
+                s0 = self._frame
+                done.append(Snippet(index=self._next, start=s0, stop=s0 + length, frames=frames[:length]))
+                self._next += 1
+                self._frame += length
+                frames = frames[length:]
         for frame in frames:
             f = self._frame
             self._frame += 1
