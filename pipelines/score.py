@@ -18,9 +18,6 @@ videos and ends with the same outputs as an uninterrupted run.
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,7 +27,6 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-import vad
 from vad.cache import FeatureCache, VideoFingerprint
 from vad.clips import SnippetSpec
 from vad.config import ScoreConfig, to_dict
@@ -38,11 +34,12 @@ from vad.events import EventRules, EventUpdate
 from vad.features.extractor import FeatureError, FeatureExtractor, build_extractor
 from vad.heads import Head, HeadError, ReferenceFeatureHead, ReferenceHeadConfig, SelfReference, load_head
 from vad.io import VideoError
-from vad.rundir import RunDir, RunRecord
+from vad.rundir import RunDir
 from vad.scoring import score_video
 from vad.sinks import PlotSink, ScoreCSVSink, SinkSet, SourceMeta
 from pipelines.executors import RayUnavailable, ensure_ray, iter_local, iter_ray
 from pipelines.inputs import VideoItem, assign_ids, expand_inputs
+from pipelines.ledger import RunLedger, VideoResult
 from pipelines.progress import JobProgress
 from pipelines.stages import ChunkResult, VideoPlan, VideoSkipped, assemble, check_pipeline_config, plan_video
 
@@ -51,24 +48,6 @@ logger = logging.getLogger(__name__)
 
 class JobError(RuntimeError):
     """The job as a whole cannot run (bad configuration, unusable reference footage)."""
-
-
-@dataclass
-class VideoResult:
-    video: str
-    video_id: str
-    status: str = "ok"
-    error: str | None = None
-    n_frames: int | None = None
-    fps: float | None = None
-    duration_s: float | None = None
-    n_snippets: int | None = None
-    n_events: int = 0
-    backend: str | None = None
-    cache_hit: bool = False
-    attempts: int = 1
-    timings: dict[str, float] = field(default_factory=dict)
-    outputs: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -150,17 +129,37 @@ class ScoreJob:
         self.cache = FeatureCache(cfg.cache.root) if cfg.cache.enabled else None
         self.run_dir = RunDir(self.out_dir)
         self.rules = EventRules.from_config(cfg.events)
-        self.results: dict[int, VideoResult] = {}
-        self.video_events: dict[int, list[dict[str, Any]]] = {}
-        self.stage_s: dict[str, float] = {}
-        self.n_resumed = 0
         self.head: Head | None = None
-        self._last_flush = -float("inf")
-        self._started = time.perf_counter()
         self.ground_truth_dir = Path(cfg.output.ground_truth) if cfg.output.ground_truth else None
+        self.ledger = RunLedger(
+            self.run_dir, self._settings(), with_events=not extract_only, still_valid=self._cache_complete,
+            summary_extra={"executor": cfg.pipeline.executor, "extractor": None if self.extractor is None else {
+                "name": self.extractor.spec.name, "key": self.extractor.spec.key,
+                "weights": str(self.extractor.weights_path)}})
+        self._time = self.ledger.time
 
-    def _time(self, stage: str, seconds: float) -> None:
-        self.stage_s[stage] = self.stage_s.get(stage, 0.0) + seconds
+    def _settings(self) -> dict[str, Any]:
+        """The job-wide part of every record key: what a video's outputs depend on besides the file."""
+        cfg = to_dict(self.cfg)
+        return {
+            "extractor": self.extractor.spec.key if self.extractor else None,
+            "snippets": asdict(self.spec),
+            "head": cfg["head"],
+            "events": cfg["events"],
+            "plots": self.cfg.output.plots,
+            "ground_truth": self.cfg.output.ground_truth,
+            "extract_only": self.extract_only,
+        }
+
+    def _cache_complete(self, item: VideoItem) -> bool:
+        """A resumed video needs its cache entry too, so outputs and cache stay complete together."""
+        if self.cache is None or self.extractor is None:
+            return True
+        try:
+            fingerprint = VideoFingerprint.of(item.path)
+        except OSError:
+            return False  # the video is gone: it fails again, with its reason
+        return self.cache.has(item.video_id, fingerprint, self.spec, self.extractor.spec)
 
     # -- features of one video (reference footage; sequential) ------------------------------
     def video_features(self, item: VideoItem) -> VideoFeatures:
@@ -325,114 +324,12 @@ class ScoreJob:
             raise OSError("; ".join(f"writing {e.sink} failed: {e.message}" for e in sinks.errors))
         result.outputs.update({name: self.run_dir.relative(path) for name, path in outputs.items()})
 
-    # -- records: what makes a video complete, and resume ----------------------------------
-    def record_key(self, item: VideoItem) -> str:
-        """Everything a video's outputs depend on: the file, the features, head and events settings."""
-        try:
-            fingerprint = asdict(VideoFingerprint.of(item.path))
-        except OSError:
-            fingerprint = {"path": str(item.path)}
-        blob = json.dumps({"video": fingerprint, "settings": self._settings_key}, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()
-
-    @functools.cached_property
-    def _settings_key(self) -> str:
-        """The job-wide part of every record key (computed once, not per video)."""
-        cfg = to_dict(self.cfg)
-        return json.dumps({
-            "extractor": self.extractor.spec.key if self.extractor else None,
-            "snippets": asdict(self.spec),
-            "head": cfg["head"],
-            "events": cfg["events"],
-            "plots": self.cfg.output.plots,
-            "ground_truth": self.cfg.output.ground_truth,
-            "extract_only": self.extract_only,
-        }, sort_keys=True, default=str)
-
-    def write_record(self, index: int, item: VideoItem, result: VideoResult, events: list[dict[str, Any]]) -> None:
-        """Written after every other output of the video: its presence marks the video complete."""
-        self.results[index] = result
-        self.video_events[index] = events
-        self.run_dir.write_record(item.video_id, RunRecord(self.record_key(item), asdict(result), events))
-
-    def load_record(self, item: VideoItem) -> tuple[VideoResult, list[dict[str, Any]]] | None:
-        """A previous run's record of ``item`` if it is complete and still valid, else None."""
-        rec = self.run_dir.read_record(item.video_id)
-        if rec is None:
-            return None
-        try:
-            result = VideoResult(**rec.result)
-        except TypeError as err:
-            logger.warning("ignoring record of %s from another vad version: %s", item.video_id, err)
-            return None
-        if rec.key != self.record_key(item) or result.status != "ok":
-            return None
-        if any(not (self.out_dir / rel).is_file() for rel in result.outputs.values()):
-            return None
-        if self.cache is not None and self.extractor is not None:
-            try:
-                fingerprint = VideoFingerprint.of(item.path)
-            except OSError:
-                return None  # the video is gone: it fails again, with its reason
-            if not self.cache.has(item.video_id, fingerprint, self.spec, self.extractor.spec):
-                return None  # outputs exist but the cache entry does not: redo so both are complete
-        return result, rec.events
-
-    # -- the job ----------------------------------------------------------------------------
-    def summary(self, finished: bool) -> dict[str, Any]:
-        results = [self.results[i] for i in sorted(self.results)]
-        ok = [r for r in results if r.status == "ok"]
-        failed = [r for r in results if r.status != "ok"]
-        wall = time.perf_counter() - self._started
-        video_s = sum(r.duration_s or 0 for r in ok)
-        return {
-            "vad_version": vad.__version__,
-            "finished": finished,
-            "n_videos": len(results),
-            "n_ok": len(ok),
-            "n_failed": len(failed),
-            "n_resumed": self.n_resumed,
-            "failed": [{"video": r.video, "error": r.error} for r in failed],
-            "n_events": sum(len(self.video_events.get(i, [])) for i in self.results),
-            "wall_s": round(wall, 3),
-            "video_s": round(video_s, 3),
-            "realtime_factor": round(video_s / wall, 3) if wall > 0 else None,
-            "executor": self.cfg.pipeline.executor,
-            "stages_s": {k: round(v, 3) for k, v in sorted(self.stage_s.items())},
-            "extractor": None if self.extractor is None else {
-                "name": self.extractor.spec.name, "key": self.extractor.spec.key,
-                "weights": str(self.extractor.weights_path)},
-            "videos": [asdict(r) for r in results],
-        }
-
-    FLUSH_INTERVAL_S = 2.0  # bounds rewriting summary/events: O(videos) per flush, not per video
-
-    def flush(self, finished: bool, *, force: bool = True) -> dict[str, Any] | None:
-        """Rewrite summary.json and events.jsonl atomically (input order); with ``force=False``
-        only if the last write is older than FLUSH_INTERVAL_S (an archive of 10k videos would
-        otherwise rewrite its whole summary 10k times). Per-video files are written as each
-        video finishes."""
-        now = time.perf_counter()
-        if not force and now - self._last_flush < self.FLUSH_INTERVAL_S:
-            return None
-        self._last_flush = now
-        summary = self.summary(finished)
-        self.run_dir.write_summary(summary)
-        if not self.extract_only:
-            self.run_dir.write_events(e for i in sorted(self.video_events) for e in self.video_events[i])
-        return summary
-
     def _start(self) -> None:
-        self._started = time.perf_counter()
+        self.ledger.started = time.perf_counter()
         self.run_dir.create()
         self.run_dir.write_config(to_dict(self.cfg))
         self.prepare_head()
-        self.flush(finished=False)
-
-    def _complete(self, index: int, item: VideoItem, result: VideoResult,
-                  events: list[dict[str, Any]] | None = None) -> None:
-        self.write_record(index, item, result, events or [])
-        self.flush(finished=False, force=False)
+        self.ledger.flush(finished=False)
 
     def run(self, inputs: Sequence[str | Path]) -> dict[str, Any]:
         items = assign_ids(expand_inputs(inputs, self.cfg.io.extensions))
@@ -445,7 +342,7 @@ class ScoreJob:
             self._extract_all(plans, progress)
         finally:
             progress.close()
-        return self.flush(finished=True)
+        return self.ledger.flush(finished=True)
 
     def _prepare(self, items: list[VideoItem], progress: JobProgress) -> list[VideoPlan]:
         """Resume complete videos, score cache hits, probe the rest; returns what needs extraction."""
@@ -453,23 +350,21 @@ class ScoreJob:
         plans = []
         for index, item in enumerate(items):
             if self.cfg.pipeline.resume:
-                found = self.load_record(item)
+                found = self.ledger.resume(index, item)
                 if found is not None:
-                    self.results[index], self.video_events[index] = found
-                    self.n_resumed += 1
-                    progress.video_done(True, found[0].duration_s or 0.0)
+                    progress.video_done(True, found.duration_s or 0.0)
                     continue
             result = VideoResult(video=str(item.path), video_id=item.video_id)
             try:
                 plan = plan_video(index, item, self.spec)
             except (VideoError, VideoSkipped) as err:
                 self._fail(result, str(err))
-                self._complete(index, item, result)
+                self.ledger.complete(index, item, result)
                 progress.video_done(False)
                 continue
             cached = self._cached(plan)
             if cached is not None:
-                self._complete(index, item, result, self.finish_video(item, result, cached, {}))
+                self.ledger.complete(index, item, result, self.finish_video(item, result, cached, {}))
                 progress.video_done(result.status == "ok", plan.duration_s)
                 continue
             plans.append(plan)
@@ -512,7 +407,7 @@ class ScoreJob:
                     chunk = failed[plan.index]
                     result = VideoResult(video=str(plan.item.path), video_id=plan.item.video_id, attempts=attempt + 1)
                     self._fail(result, chunk.error or "failed")
-                    self._complete(plan.index, plan.item, result)
+                    self.ledger.complete(plan.index, plan.item, result)
                     progress.video_done(False)
                 todo = [p for p in retry if p not in final]
                 if todo:
@@ -588,11 +483,11 @@ class ScoreJob:
             vf = self._assembled(state)
         except (ValueError, OSError) as err:
             self._fail(result, f"{type(err).__name__}: {err}")
-            self._complete(plan.index, plan.item, result)
+            self.ledger.complete(plan.index, plan.item, result)
             progress.video_done(False)
             return
         events = self.finish_video(plan.item, result, vf, timings)
-        self._complete(plan.index, plan.item, result, events)
+        self.ledger.complete(plan.index, plan.item, result, events)
         progress.video_done(result.status == "ok", plan.duration_s)
 
     def run_features(self, feature_list: str | Path, fps: float, dataset: str | None = None) -> dict[str, Any]:
@@ -619,10 +514,10 @@ class ScoreJob:
         self._start()
         bar = tqdm(total=len(items), desc="videos", unit="video", disable=not self.progress)
         for index, item in enumerate(items):
-            self._complete(index, item, *self.score_video(item, features_of))
+            self.ledger.complete(index, item, *self.score_video(item, features_of))
             bar.update(1)
         bar.close()
-        return self.flush(finished=True)
+        return self.ledger.flush(finished=True)
 
 
 def default_run_dir(root: str | Path) -> Path:
