@@ -46,17 +46,18 @@ class VideoResult:
 class RunLedger:
     """Results and events by input position, stage timings, records, summary.
 
-    ``settings``: the job-wide part of every record key. ``still_valid(item)``: a job-specific
+    ``settings()``: the job-wide part of every record key (asked once, at the first key). ``still_valid(item)``: a job-specific
     check of a resumed video beyond its record (e.g. its cache entry still exists).
     ``summary_extra``: fixed fields of ``summary.json`` (executor, extractor)."""
 
     FLUSH_INTERVAL_S = 2.0  # bounds rewriting summary/events: O(videos) per flush, not per video
 
-    def __init__(self, run_dir: RunDir, settings: dict[str, Any], *, with_events: bool = True,
+    def __init__(self, run_dir: RunDir, settings: Callable[[], dict[str, Any]], *, with_events: bool = True,
                  still_valid: Callable[[VideoItem], bool] | None = None,
                  summary_extra: dict[str, Any] | None = None) -> None:
         self.run_dir = run_dir
-        self._settings = json.dumps(settings, sort_keys=True, default=str)
+        self._settings_of = settings  # evaluated on first use: the job may still resolve settings
+        self._settings: str | None = None
         self.with_events = with_events
         self.still_valid = still_valid
         self.summary_extra = dict(summary_extra or {})
@@ -76,6 +77,8 @@ class RunLedger:
             fingerprint = asdict(VideoFingerprint.of(item.path))
         except OSError:
             fingerprint = {"path": str(item.path)}
+        if self._settings is None:
+            self._settings = json.dumps(self._settings_of(), sort_keys=True, default=str)
         blob = json.dumps({"video": fingerprint, "settings": self._settings}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()
 

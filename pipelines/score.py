@@ -19,6 +19,7 @@ videos and ends with the same outputs as an uninterrupted run.
 from __future__ import annotations
 
 import logging
+import pickle
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -132,7 +133,7 @@ class ScoreJob:
         self.head: Head | None = None
         self.ground_truth_dir = Path(cfg.output.ground_truth) if cfg.output.ground_truth else None
         self.ledger = RunLedger(
-            self.run_dir, self._settings(), with_events=not extract_only, still_valid=self._cache_complete,
+            self.run_dir, self._settings, with_events=not extract_only, still_valid=self._cache_complete,
             summary_extra={"executor": cfg.pipeline.executor, "extractor": None if self.extractor is None else {
                 "name": self.extractor.spec.name, "key": self.extractor.spec.key,
                 "weights": str(self.extractor.weights_path)}})
@@ -331,10 +332,35 @@ class ScoreJob:
         self.prepare_head()
         self.ledger.flush(finished=False)
 
+    def load_model(self, items: Sequence[VideoItem] = ()) -> None:
+        """Load the extractor's model (converting it for its engine) before any video is decoded:
+        weights that cannot be loaded are one job error, not a failure of every video. For int8
+        without ``features.calibration`` the job's own videos calibrate it."""
+        if self.extractor is None:
+            return
+        f = self.cfg.features
+        if f.precision == "int8" and not f.calibration and items:
+            # up to 8 of the job's videos, spread over the inputs: this camera's own footage
+            picks = [items[int(i)] for i in np.unique(np.linspace(0, len(items) - 1, num=min(8, len(items))).astype(int))]
+            listing = self.out_dir / "calibration.list"
+            self.run_dir.create()
+            listing.write_text("".join(f"{Path(it.path).resolve()}\n" for it in picks))
+            f.calibration = str(listing)
+        t0 = time.perf_counter()
+        try:
+            self.extractor.load()
+        except FeatureError as err:
+            raise JobError(str(err)) from None
+        except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as err:
+            raise JobError(f"cannot load the {f.name} model ({self.extractor.weights_path}): "
+                           f"{type(err).__name__}: {err}") from None
+        self._time("model_load_s", time.perf_counter() - t0)
+
     def run(self, inputs: Sequence[str | Path]) -> dict[str, Any]:
         items = assign_ids(expand_inputs(inputs, self.cfg.io.extensions))
         if not items:
             raise JobError(f"no videos found in {list(map(str, inputs))}")
+        self.load_model(items)
         self._start()
         progress = JobProgress(len(items), self.progress)
         try:

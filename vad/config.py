@@ -57,9 +57,13 @@ class FeatureConfig:
     crop_size: int = 224
     batch_size: int = 4  # i3d: snippet crops per forward pass; clip: frames per forward pass
     device: str = "cpu"  # cpu | cuda | cuda:N | auto
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 on CUDA only)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 on CUDA only) | int8 (i3d, OpenVINO on CPU)
     threads: int | None = None  # torch intra-op threads; null leaves torch's default
     frame_stride: int = 1  # clip only: embed every k-th frame of a snippet (changes the features)
+    engine: str = "auto"  # i3d: auto (OpenVINO on CPU when installed, PyTorch on CUDA) | torch | openvino
+    engine_cache: str | None = None  # converted models; null = <data dir>/engines (once per machine)
+    calibration: str | None = None  # int8: video/folder/list of this camera's footage; null = the job's inputs
+    calibration_snippets: int = 20  # int8: snippets decoded for calibration (spread over the videos)
 
 
 @dataclass

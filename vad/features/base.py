@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["PRECISIONS", "ExtractorSpec", "FeatureError", "FeatureExtractor", "check_feature_config", "resolve_device"]
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,10 @@ class FeatureExtractor(Protocol):
 
     @property
     def spec(self) -> ExtractorSpec: ...
+
+    def load(self) -> "FeatureExtractor":
+        """Load the model now; raises FeatureError naming what cannot be loaded."""
+        ...
 
     def extract(
         self, snippets: Iterable[Snippet], on_snippet: Callable[[int], None] | None = None

@@ -285,6 +285,10 @@ class CLIPExtractor(ViewsExtractor):
         if cfg.name != "clip":
             raise FeatureError(f"CLIPExtractor needs features.name=clip, got {cfg.name!r}")
         self.device = check_feature_config(cfg)
+        if cfg.precision == "int8" or cfg.engine == "openvino":
+            # OpenVINO and int8 are built for I3D (the compute-bound extractor) only so far
+            raise FeatureError("CLIP runs on PyTorch: use features.engine=auto|torch and precision fp32|bf16|fp16")
+        self.engine_name = "torch"
         self.cfg = cfg
         self.short_side = short_side
         self.l2_normalize = l2_normalize
@@ -376,6 +380,11 @@ class CLIPExtractor(ViewsExtractor):
         if next(self._model.parameters()).device != self.device:
             self._model = self._model.to(self.device)
         return self._model
+
+    def load(self) -> "CLIPExtractor":
+        """Load the model now (before any video is decoded), so a bad model is one clear error."""
+        self.model  # noqa: B018 - loads it
+        return self
 
     def embed(self, frames: np.ndarray) -> np.ndarray:
         """(N, s, s, 3) uint8 cropped frames -> (N, dim) float32 per-frame embeddings."""

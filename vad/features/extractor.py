@@ -14,6 +14,8 @@ snippet at the native frame rate. The feature is Mixed_5c average-pooled (1024-d
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Callable, Iterable
@@ -21,13 +23,14 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from vad.features.base import ExtractorSpec
-from vad.clips import N_CROPS
+from vad.clips import N_CROPS, SnippetSpec, iter_snippets
 from vad.config import FeatureConfig
-from vad.features.base import FeatureError, FeatureExtractor, check_feature_config
+from vad.features.base import ExtractorSpec, FeatureError, FeatureExtractor, check_feature_config
 from vad.features.clip import CLIPExtractor
-from vad.features.i3d import extract_i3d, optimize_for_inference, preprocess_frames
+from vad.features.engines import OpenVINOEngine, TorchI3DEngine, openvino_i3d_model, resolve_engine
+from vad.features.i3d import InceptionI3d, optimize_for_inference
 from vad.features.i3d_weights import find_default_i3d_weights, load_i3d
+from vad.paths import data_dir
 from vad.features.views import ViewsExtractor, snippet_views  # noqa: F401 - snippet_views re-exported
 from vad.utils import sha256_file
 
@@ -61,7 +64,8 @@ def resolve_i3d_weights(weights: str) -> Path:
 
 
 class I3DExtractor(ViewsExtractor):
-    """I3D Mixed_5c features for 16-frame snippets. Loads the model lazily on first use."""
+    """I3D Mixed_5c features for 16-frame snippets, on the engine ``features.engine`` resolves
+    to (:mod:`vad.features.engines`). The model is loaded on first use or by :meth:`load`."""
 
     dim = 1024
 
@@ -72,55 +76,147 @@ class I3DExtractor(ViewsExtractor):
         if cfg.frame_stride != 1:
             # I3D sees all 16 frames of a snippet; skipping frames would change its input rate.
             raise FeatureError("features.frame_stride applies to clip only; leave it at 1 for i3d")
+        if cfg.calibration_snippets < 1:
+            raise FeatureError(f"features.calibration_snippets must be >= 1, got {cfg.calibration_snippets}")
         self.cfg = cfg
         self.short_side = short_side
+        self.engine_name = resolve_engine(cfg.engine, self.device, cfg.precision)
+        # converted models: per machine by default (each Ray node converts once for itself)
+        self.engine_dir = Path(cfg.engine_cache).expanduser() if cfg.engine_cache else data_dir() / "engines"
         self.weights_path = resolve_i3d_weights(cfg.weights)
         self.weights_sha256 = sha256_file(self.weights_path)
-        self._model: torch.nn.Module | None = None
+        self._engine: TorchI3DEngine | OpenVINOEngine | None = None
+        self._calibration_id: str | None = None
 
     @property
     def n_crops(self) -> int:
         return N_CROPS[self.cfg.crop]
 
     @property
+    def per_batch(self) -> int:
+        """Snippets per forward pass (each with all its crops)."""
+        return max(1, self.cfg.batch_size // self.n_crops)
+
+    @property
     def spec(self) -> ExtractorSpec:
-        """Everything that changes the numbers goes into the cache key (not device or batch size)."""
-        return ExtractorSpec(
-            name="i3d",
-            config={
-                "endpoint": "Mixed_5c_avg",
-                "crop": self.cfg.crop,
-                "crop_size": self.cfg.crop_size,
-                "short_side": self.short_side,
-                "precision": self.cfg.precision,
-                "input_range": "[-1,1]",
-            },
-            weights_sha256=self.weights_sha256,
-        )
+        """Everything that changes the numbers goes into the cache key (not device, batch size
+        or the fp32 engine: OpenVINO fp32 gives PyTorch's features to ~1e-6)."""
+        config = {
+            "endpoint": "Mixed_5c_avg",
+            "crop": self.cfg.crop,
+            "crop_size": self.cfg.crop_size,
+            "short_side": self.short_side,
+            "precision": self.cfg.precision,
+            "input_range": "[-1,1]",
+        }
+        if self.cfg.precision == "int8":
+            config["calibration"] = self.calibration_id
+        return ExtractorSpec(name="i3d", config=config, weights_sha256=self.weights_sha256)
+
+    # -- int8 calibration on the user's footage ----------------------------------------------
+    def _calibration_videos(self) -> list[Path]:
+        from vad.io import VIDEO_EXTENSIONS
+
+        if not self.cfg.calibration:
+            raise FeatureError("features.precision=int8 needs calibration footage: set features.calibration "
+                               "to a video, folder or list of this camera's footage")
+        root = Path(self.cfg.calibration).expanduser()
+        if root.is_dir():
+            videos = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS)
+        elif root.suffix.lower() in (".txt", ".list", ".lst"):
+            lines = [ln.strip() for ln in root.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+            videos = [p if (p := Path(ln)).is_absolute() else root.parent / p for ln in lines]
+        else:
+            videos = [root]
+        videos = [v for v in videos if v.is_file()]
+        if not videos:
+            raise FeatureError(f"features.calibration={self.cfg.calibration}: no video files there")
+        return videos
+
+    @property
+    def calibration_id(self) -> str:
+        """Names the calibration set: the videos (path, size, mtime), how many snippets, the views."""
+        if self._calibration_id is None:
+            videos = [(str(v.resolve()), v.stat().st_size, v.stat().st_mtime_ns) for v in self._calibration_videos()]
+            blob = json.dumps({"videos": videos, "snippets": self.cfg.calibration_snippets, "crop": self.cfg.crop,
+                               "crop_size": self.cfg.crop_size, "short_side": self.short_side}, sort_keys=True)
+            self._calibration_id = hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return self._calibration_id
+
+    def calibration_batches(self) -> list[np.ndarray]:
+        """Up to ``calibration_snippets`` snippets' views, spread evenly over each calibration
+        video (an unreadable video is skipped with a warning), in the engine's batch shape."""
+        from vad.io import VideoError, open_video
+
+        videos = self._calibration_videos()
+        want = self.cfg.calibration_snippets
+        per_video = [want // len(videos) + (i < want % len(videos)) for i in range(len(videos))]
+        views: list[np.ndarray] = []
+        spec = SnippetSpec(16, 16, "drop")
+        for video, n in zip(videos, per_video):
+            if n == 0:
+                continue
+            try:
+                with open_video(video, short_side=self.short_side) as reader:
+                    total = reader.info.n_frames // 16
+                    picks = set(np.linspace(0, max(total - 1, 0), num=min(n, total), dtype=int).tolist())
+                    for snippet in iter_snippets(reader, spec):
+                        if snippet.index in picks:
+                            views.append(snippet_views(snippet.frames, self.cfg))
+            except VideoError as err:
+                logger.warning("calibration video skipped: %s", err)
+        flat = [v for snippet in views for v in snippet]  # one array per crop view
+        size = self.per_batch * self.n_crops
+        return [np.stack(flat[a:a + size]) for a in range(0, len(flat) - size + 1, size)]
+
+    # -- the engine ------------------------------------------------------------------------
+    def _load_model(self) -> InceptionI3d:
+        if self.cfg.threads:
+            torch.set_num_threads(self.cfg.threads)
+        model = load_i3d(self.weights_path, device=str(self.device), sha256=self.weights_sha256)
+        return optimize_for_inference(model)
+
+    def load(self) -> "I3DExtractor":
+        """Load (and for OpenVINO convert, once, into the engine cache) the model now, so a bad
+        weights file is one clear error before any video is decoded."""
+        if self._engine is not None:
+            return self
+        if self.engine_name == "torch":
+            self._engine = TorchI3DEngine(self._load_model(), self.cfg.precision)
+        else:
+            precision = "int8" if self.cfg.precision == "int8" else "fp32"
+            xml = openvino_i3d_model(
+                self._load_model, self.engine_dir, weights_sha256=self.weights_sha256,
+                batch=self.per_batch * self.n_crops, clip_shape=(16, self.cfg.crop_size, self.cfg.crop_size, 3),
+                precision=precision, calibration=self.calibration_batches if precision == "int8" else None,
+                calibration_id=self.calibration_id if precision == "int8" else None)
+            self._engine = OpenVINOEngine(xml, threads=self.cfg.threads or torch.get_num_threads(), precision=precision)
+        logger.info("loaded I3D weights %s on %s (%s engine)", self.weights_path, self.device, self.engine_name)
+        return self
+
+    @property
+    def engine(self) -> TorchI3DEngine | OpenVINOEngine:
+        return self.load()._engine
 
     @property
     def model(self) -> torch.nn.Module:
-        if self._model is None:
-            if self.cfg.threads:
-                torch.set_num_threads(self.cfg.threads)
-            model = load_i3d(self.weights_path, device=str(self.device), sha256=self.weights_sha256)
-            self._model = optimize_for_inference(model)
-            logger.info("loaded I3D weights %s on %s", self.weights_path, self.device)
-        return self._model
+        """The PyTorch model (torch engine only)."""
+        engine = self.engine
+        if not isinstance(engine, TorchI3DEngine):
+            raise FeatureError("the I3D extractor runs on OpenVINO; there is no PyTorch model loaded")
+        return engine.model
 
     def _forward(self, batch: list[np.ndarray]) -> np.ndarray:
         """batch: list of (n_crops, T, s, s, 3) uint8 -> (len(batch), n_crops, dim) float32."""
         views = np.concatenate(batch, axis=0)  # (B * n_crops, T, s, s, 3)
-        clips = preprocess_frames(views, channels_last=True).to(self.device)
-        out = extract_i3d(self.model, clips, precision=self.cfg.precision)
-        feats = out.features.float().cpu().numpy()
+        feats = self.engine(views)
         return feats.reshape(len(batch), self.n_crops, -1)
 
     def extract_views(
         self, views: Iterable[np.ndarray], on_snippet: Callable[[int], None] | None = None
     ) -> np.ndarray:
         """Like :meth:`extract`, from :func:`snippet_views` output (one array per snippet)."""
-        per_batch = max(1, self.cfg.batch_size // self.n_crops)
+        per_batch = self.per_batch
         pending: list[np.ndarray] = []
         chunks: list[np.ndarray] = []
         for snippet_crops in views:
