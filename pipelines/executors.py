@@ -150,7 +150,15 @@ def _row(segment: Segment, start: int, views: np.ndarray | None, backend: str, d
         "decode_s": np.array([decode_s]),
         "error": np.array([error or ""]),
         "permanent": np.array([permanent]),
+        "decode_node": np.array([_node_id()]),
     }
+
+
+def _node_id() -> str:
+    """The Ray node this runs on (recorded per chunk, so a job shows where its work ran)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
 
 
 def _decode_batch(batch: dict[str, np.ndarray], cfg: ScoreConfig, spec: SnippetSpec,
@@ -188,6 +196,7 @@ class _ExtractActor:
             extract_s.append(dt)
         out["features"] = np.array(feats, dtype=object) if len({f.shape for f in feats}) > 1 else np.stack(feats)
         out["extract_s"] = np.array(extract_s)
+        out["extract_node"] = np.array([_node_id()] * len(feats))
         out["error"] = np.array(errors)
         return out
 
@@ -279,7 +288,9 @@ def iter_ray(plans: Sequence[VideoPlan], cfg: ScoreConfig, spec: SnippetSpec, n_
     # Logical CPUs: each actor takes one, but never all of them, or no decode task could ever
     # be scheduled and the stream would stall (e.g. 2 workers on a 2-CPU machine).
     actor_cpus = 1.0 if cpus - p.workers >= 1 else max(0.01, (cpus - 1) / p.workers) if cpus > 1 else 0.5
-    actor_args: dict[str, Any] = {"num_cpus": actor_cpus, "max_restarts": p.retries, "max_task_retries": p.retries}
+    # SPREAD: on a cluster, extractor actors go to different nodes (on one machine: no effect).
+    actor_args: dict[str, Any] = {"num_cpus": actor_cpus, "max_restarts": p.retries, "max_task_retries": p.retries,
+                                  "scheduling_strategy": "SPREAD"}
     if device_type == "cuda":
         actor_args["num_gpus"] = p.gpus_per_worker
     with warnings.catch_warnings():
@@ -300,4 +311,5 @@ def iter_ray(plans: Sequence[VideoPlan], cfg: ScoreConfig, spec: SnippetSpec, n_
                 int(batch["n"][i]), features=feats, error=error, permanent=bool(batch["permanent"][i]),
                 backend=str(batch["backend"][i]),
                 timings={"decode_s": float(batch["decode_s"][i]), "extract_s": float(batch["extract_s"][i])},
+                nodes=(str(batch["decode_node"][i]), str(batch["extract_node"][i])),
             )

@@ -41,6 +41,7 @@ class VideoResult:
     attempts: int = 1
     timings: dict[str, float] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
+    nodes: list[str] = field(default_factory=list)  # Ray nodes that decoded/extracted it
 
 
 class RunLedger:
@@ -48,19 +49,19 @@ class RunLedger:
 
     ``settings()``: the job-wide part of every record key (asked once, at the first key). ``still_valid(item)``: a job-specific
     check of a resumed video beyond its record (e.g. its cache entry still exists).
-    ``summary_extra``: fixed fields of ``summary.json`` (executor, extractor)."""
+    ``summary_extra()``: job-level fields of ``summary.json`` (executor, extractor)."""
 
     FLUSH_INTERVAL_S = 2.0  # bounds rewriting summary/events: O(videos) per flush, not per video
 
     def __init__(self, run_dir: RunDir, settings: Callable[[], dict[str, Any]], *, with_events: bool = True,
                  still_valid: Callable[[VideoItem], bool] | None = None,
-                 summary_extra: dict[str, Any] | None = None) -> None:
+                 summary_extra: Callable[[], dict[str, Any]] | None = None) -> None:
         self.run_dir = run_dir
         self._settings_of = settings  # evaluated on first use: the job may still resolve settings
         self._settings: str | None = None
         self.with_events = with_events
         self.still_valid = still_valid
-        self.summary_extra = dict(summary_extra or {})
+        self.summary_extra = summary_extra or dict
         self.results: dict[int, VideoResult] = {}
         self.video_events: dict[int, list[dict[str, Any]]] = {}
         self.stage_s: dict[str, float] = {}
@@ -117,6 +118,7 @@ class RunLedger:
         failed = [r for r in results if r.status != "ok"]
         wall = time.perf_counter() - self.started
         video_s = sum(r.duration_s or 0 for r in ok)
+        extra = self.summary_extra()
         return {
             "vad_version": vad.__version__,
             "finished": finished,
@@ -129,9 +131,9 @@ class RunLedger:
             "wall_s": round(wall, 3),
             "video_s": round(video_s, 3),
             "realtime_factor": round(video_s / wall, 3) if wall > 0 else None,
-            "executor": self.summary_extra.get("executor"),
+            "executor": extra.get("executor"),
             "stages_s": {k: round(v, 3) for k, v in sorted(self.stage_s.items())},
-            "extractor": self.summary_extra.get("extractor"),
+            "extractor": extra.get("extractor"),
             "videos": [asdict(r) for r in results],
         }
 

@@ -134,9 +134,7 @@ class ScoreJob:
         self.ground_truth_dir = Path(cfg.output.ground_truth) if cfg.output.ground_truth else None
         self.ledger = RunLedger(
             self.run_dir, self._settings, with_events=not extract_only, still_valid=self._cache_complete,
-            summary_extra={"executor": cfg.pipeline.executor, "extractor": None if self.extractor is None else {
-                "name": self.extractor.spec.name, "key": self.extractor.spec.key,
-                "weights": str(self.extractor.weights_path)}})
+            summary_extra=self._summary_extra)
         self._time = self.ledger.time
 
     def _settings(self) -> dict[str, Any]:
@@ -151,6 +149,12 @@ class ScoreJob:
             "ground_truth": self.cfg.output.ground_truth,
             "extract_only": self.extract_only,
         }
+
+    def _summary_extra(self) -> dict[str, Any]:
+        x = self.extractor
+        return {"executor": self.cfg.pipeline.executor, "extractor": None if x is None else {
+            "name": x.spec.name, "key": x.spec.key, "weights": str(x.weights_path),
+            "engine": getattr(x, "engine_name", "torch"), "precision": self.cfg.features.precision}}
 
     def _cache_complete(self, item: VideoItem) -> bool:
         """A resumed video needs its cache entry too, so outputs and cache stay complete together."""
@@ -504,7 +508,8 @@ class ScoreJob:
     def _finish_extracted(self, state: _Pending, progress: JobProgress, attempt: int) -> None:
         plan = state.plan
         timings = {k: round(sum(c.timings.get(k, 0.0) for c in state.chunks), 4) for k in ("decode_s", "extract_s")}
-        result = VideoResult(video=str(plan.item.path), video_id=plan.item.video_id, attempts=attempt + 1)
+        result = VideoResult(video=str(plan.item.path), video_id=plan.item.video_id, attempts=attempt + 1,
+                             nodes=sorted({n for c in state.chunks for n in c.nodes}))
         try:
             vf = self._assembled(state)
         except (ValueError, OSError) as err:

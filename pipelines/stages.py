@@ -88,6 +88,7 @@ class ChunkResult:
     permanent: bool = False  # retrying cannot help (the file is unreadable), as opposed to a crash
     backend: str = ""
     timings: dict[str, float] = field(default_factory=dict)  # decode_s, extract_s
+    nodes: tuple[str, ...] = ()  # Ray node ids that decoded and extracted it (empty: local)
 
 
 def check_pipeline_config(cfg: ScoreConfig) -> None:

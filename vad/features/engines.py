@@ -162,6 +162,7 @@ def openvino_i3d_model(
         # The SAME-padding helpers compute pads from shapes: constants for this static input
         # shape, which is what the tracer warns about (and its checker reports as differences).
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated; OpenVINO still takes it
         traced = torch.jit.trace(_FeatureGraph(load_model()).eval(), example, check_trace=False)
     model = ov.convert_model(traced, example_input=example)
     model.inputs[0].get_node().set_partial_shape(ov.PartialShape(shape))
