@@ -148,7 +148,11 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="feature-extractor actors (default 1)")
     p.add_argument("--threads", type=int, help="torch threads per extractor (default: CPUs / workers)")
     p.add_argument("--batch-size", type=int, help="snippet crops (i3d) or frames (clip) per forward pass")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="inference precision (fp16: CUDA only)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "int8"],
+                   help="inference precision (fp16: CUDA only; int8: I3D on CPU with OpenVINO, calibrated on "
+                   "features.calibration or the job's own videos)")
+    p.add_argument("--engine", choices=["auto", "torch", "openvino"],
+                   help="I3D inference engine (auto: OpenVINO on CPU, PyTorch on CUDA)")
     p.add_argument("--retries", type=int, help="retries of a failed video before it is recorded as an error")
     p.add_argument("--no-resume", action="store_true",
                    help="recompute videos already complete in --out (default: skip them)")
@@ -162,7 +166,7 @@ def _run_overrides(args: argparse.Namespace) -> list[str]:
                       ("workers", "pipeline.workers"), ("threads", "features.threads"),
                       ("batch_size", "features.batch_size"), ("precision", "features.precision"),
                       ("retries", "pipeline.retries"), ("backend", "io.backend"),
-                      ("device", "features.device"), ("crop", "features.crop")):
+                      ("device", "features.device"), ("crop", "features.crop"), ("engine", "features.engine")):
         value = getattr(args, flag, None)
         if value is not None:
             out.append(f"{key}={json.dumps(value)}")

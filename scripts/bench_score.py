@@ -34,13 +34,20 @@ Sections (``--sections``, default all)
                  with the naive ones (cosine per snippet) to show both computed the same thing
                  (not bit-identical: the pipeline resizes with INTER_AREA when shrinking).
                  ``--repeat N`` alternates the two N times and keeps the fastest run of each.
+    ``engines``  The extractor's model step alone, snippets/s, per engine on the same decoded
+                 centre-crop views of the extract video (batch ``--batch-size``, default 4): PyTorch
+                 (the optimised eager model), OpenVINO fp32 and OpenVINO int8 (NNCF, calibrated on
+                 ``--calibration-snippets`` snippets from the video's first half). Reported: ratios
+                 against PyTorch, OpenVINO fp32's max |difference| from PyTorch's features, and the
+                 int8 features' cosine to fp32 on the held-out second half.
     ``e2e``      End-to-end real-time factor (video seconds per wall second) of
                  ``vad score VIDEO --no-cache --crop center`` on the e2e video, once with
                  ``--executor local`` and once with ``--executor ray``. Reported: the job's own
                  ``realtime_factor`` (``video_s / wall_s``, Ray startup included), the RTF over
                  the pipeline only (``video_s / stages_s.pipeline_wall_s``, no Ray startup), the
                  steady-state RTF after the stream's start-up (``stages_s.first_chunk_s``), and
-                 the command's wall time; ratio ray / local.
+                 the command's wall time; ratio ray / local. With ``--e2e-int8`` also a local run
+                 with ``--precision int8`` (calibrated on the video itself).
     ``memory``   Peak resident memory of ``vad score --executor local --no-cache`` on the short
                  and on the long video, each in its own process: GNU ``/usr/bin/time -v``
                  "Maximum resident set size" (the largest single process) when available, else
@@ -81,7 +88,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a file from anywhere: make `vad` / `pipelines` importable
     sys.path.insert(0, str(REPO))
 
-SECTIONS = ("decode", "extract", "e2e", "memory")
+SECTIONS = ("decode", "extract", "engines", "e2e", "memory")
 BACKENDS = ("decord", "pyav", "opencv")
 SNIPPET = 16
 SHORT_SIDE = 256
@@ -336,11 +343,13 @@ def fresh_dir(path: Path) -> Path:
 
 
 def tuning_flags(args: argparse.Namespace) -> list[str]:
-    """Flags passed through to every `vad` command: device, workers, threads, batch size."""
+    """Flags passed through to every `vad` command: device, workers, threads, batch size, engine."""
     out = ["--device", args.device]
     for flag, value in (("--workers", args.workers), ("--threads", args.threads), ("--batch-size", args.batch_size)):
         if value is not None:
             out += [flag, str(value)]
+    if args.engine:
+        out += ["--set", f"features.engine={args.engine}"]
     return out
 
 
@@ -511,18 +520,108 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a and b else None
 
 
+# --------------------------------------------------------------------------- engines
+
+
+def _views(path: Path, n_snippets: int) -> np.ndarray:
+    """Centre-crop views of the first snippets, as the pipeline makes them: (n, 16, 224, 224, 3)."""
+    from vad.clips import SnippetSpec, iter_snippets
+    from vad.config import FeatureConfig
+    from vad.features.views import snippet_views
+    from vad.io import open_video
+
+    with open_video(path, short_side=256) as reader:
+        out = [snippet_views(sn.frames, FeatureConfig())[0] for sn in iter_snippets(reader, SnippetSpec(), stop_snippet=n_snippets)]
+    return np.stack(out)
+
+
+def _timed_features(engine: Callable[[np.ndarray], np.ndarray], views: np.ndarray, batch: int) -> tuple[np.ndarray, float]:
+    engine(views[:batch])  # warm-up (first inference allocates)
+    t0 = time.perf_counter()
+    feats = np.concatenate([engine(views[a:a + batch]) for a in range(0, len(views), batch)])
+    return feats, time.perf_counter() - t0
+
+
+def bench_engines(videos: Videos, args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from vad.features.engines import OpenVINOEngine, TorchI3DEngine, openvino_i3d_model
+    from vad.features.i3d import optimize_for_inference
+    from vad.features.i3d_weights import find_default_i3d_weights, load_i3d
+    from vad.utils import sha256_file
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    n = args.extract_snippets
+    path = videos.get(SNIPPET * n)
+    views = _views(path, n)
+    n = len(views)
+    batch = args.batch_size or 4
+    weights = find_default_i3d_weights()
+    digest = sha256_file(weights)
+
+    def load() -> Any:
+        return optimize_for_inference(load_i3d(weights))
+
+    half = n // 2
+    calib_n = min(args.calibration_snippets, half)
+    calib = [views[a:a + batch] for a in range(0, calib_n - batch + 1, batch)]
+    engine_dir = args.work / "engines"
+    results: dict[str, Any] = {"video": video_facts(path), "n_snippets": n, "batch": batch, "threads": threads,
+                               "calibration_snippets": len(calib) * batch, "held_out_snippets": n - half}
+    log(f"engines: torch on {n} snippets")
+    torch_feats, t_torch = _timed_features(TorchI3DEngine(load()), views, batch)
+    results["torch"] = {"snippets_per_s": round(n / t_torch, 3), "wall_s": round(t_torch, 3)}
+    for precision in ("fp32", "int8"):
+        log(f"engines: openvino {precision} (convert/quantise once, cached in {engine_dir})")
+        t0 = time.perf_counter()
+        xml = openvino_i3d_model(load, engine_dir, weights_sha256=digest, batch=batch,
+                                 clip_shape=views.shape[1:], precision=precision,
+                                 calibration=(lambda: calib) if precision == "int8" else None,
+                                 calibration_id=f"bench-{path.name}-{len(calib)}x{batch}" if precision == "int8" else None)
+        prep_s = time.perf_counter() - t0
+        feats, t = _timed_features(OpenVINOEngine(xml, threads=threads, precision=precision), views, batch)
+        entry: dict[str, Any] = {"snippets_per_s": round(n / t, 3), "wall_s": round(t, 3),
+                                 "prepare_s": round(prep_s, 1), "over_torch": _ratio(n / t, n / t_torch)}
+        if precision == "fp32":
+            entry["max_abs_diff_vs_torch"] = float(np.abs(feats - torch_feats).max())
+            fp32_feats = feats
+        else:
+            a, b = fp32_feats[half:], feats[half:]
+            cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+            entry.update(cosine_min=round(float(cos.min()), 5), cosine_mean=round(float(cos.mean()), 5),
+                         max_abs_diff_vs_fp32=round(float(np.abs(a - b).max()), 4))
+        results[f"openvino_{precision}"] = entry
+    return results
+
+
+def report_engines(r: dict[str, Any]) -> list[str]:
+    t, f, q = r["torch"], r["openvino_fp32"], r["openvino_int8"]
+    return [f"I3D model step by engine (snippets/s), {r['n_snippets']} centre-crop snippets, batch {r['batch']}, "
+            f"{r['threads']} threads",
+            f"  torch (optimised eager) : {_f(t['snippets_per_s'], '.2f')}",
+            f"  openvino fp32           : {_f(f['snippets_per_s'], '.2f')}  ({_f(f['over_torch'], '.2f')}x torch; "
+            f"max |diff| vs torch {f['max_abs_diff_vs_torch']:.1e}; convert {_f(f['prepare_s'])} s, once)",
+            f"  openvino int8           : {_f(q['snippets_per_s'], '.2f')}  ({_f(q['over_torch'], '.2f')}x torch; "
+            f"cosine to fp32 on {r['held_out_snippets']} held-out snippets min {q['cosine_min']:.4f} mean "
+            f"{q['cosine_mean']:.4f}; calibrated on {r['calibration_snippets']}; quantise {_f(q['prepare_s'])} s, once)"]
+
+
 # --------------------------------------------------------------------------- e2e
 
 
-def score_command(path: Path, out_dir: Path, executor: str, args: argparse.Namespace) -> list[str]:
+def score_command(path: Path, out_dir: Path, executor: str, args: argparse.Namespace,
+                  extra: list[str] | None = None) -> list[str]:
     return [*vad_command(), "score", str(path), "--out", str(out_dir), "--no-cache", "--no-progress",
-            "--executor", executor, "--crop", "center", "--set", "pipeline.resume=false", *tuning_flags(args)]
+            "--executor", executor, "--crop", "center", "--set", "pipeline.resume=false", *tuning_flags(args),
+            *(extra or [])]
 
 
-def score_run(path: Path, executor: str, args: argparse.Namespace) -> dict[str, Any]:
-    base = args.work / "runs" / f"e2e_{executor}"
+def score_run(path: Path, executor: str, args: argparse.Namespace, extra: list[str] | None = None) -> dict[str, Any]:
+    base = args.work / "runs" / f"e2e_{executor}{'_' + '_'.join(x.strip('-') for x in extra) if extra else ''}"
     out_dir = fresh_dir(base / "out")
-    res = run_logged(score_command(path, out_dir, executor, args), base / "score.log", args.timeout)
+    res = run_logged(score_command(path, out_dir, executor, args, extra), base / "score.log", args.timeout)
     summary = one_video_summary(res, out_dir)
     if summary is None:
         return res
@@ -557,6 +656,8 @@ def steady_state_rtf(summary: dict[str, Any], out_dir: Path) -> float | None:
 def bench_e2e(videos: Videos, args: argparse.Namespace) -> dict[str, Any]:
     path = videos.get(videos.frames_for_seconds(args.e2e_seconds))
     runs = {ex: score_run(path, ex, args) for ex in ("local", "ray")}
+    if args.e2e_int8:
+        runs["local-int8"] = score_run(path, "local", args, extra=["--precision", "int8"])
     return {"video": video_facts(path), "runs": runs,
             "ray_over_local": _ratio(runs["ray"].get("realtime_factor"), runs["local"].get("realtime_factor")),
             "ray_over_local_pipeline": _ratio(runs["ray"].get("pipeline_rtf"), runs["local"].get("pipeline_rtf")),
@@ -818,7 +919,8 @@ def report(results: dict[str, Any]) -> str:
     lines = [f"machine: {m['cpu_model']}, {m['usable_cpus']}/{m['cpu_count']} CPUs, torch {m['torch']} "
              f"({m['torch_threads']} threads), GPU {m['gpu'] or 'none'}, device {results['settings']['device']}",
              f"load avg at start {results['load_start']['loadavg']}, at end {results['load_end']['loadavg']}"]
-    printers = {"decode": report_decode, "extract": report_extract, "e2e": report_e2e, "memory": report_memory}
+    printers = {"decode": report_decode, "extract": report_extract, "engines": report_engines, "e2e": report_e2e,
+                "memory": report_memory}
     for name in SECTIONS:
         if name in results["sections"]:
             section = results["sections"][name]
@@ -855,6 +957,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--workers", type=int, help="passed to `vad score/extract --workers`")
     ap.add_argument("--threads", type=int, help="passed to `vad score/extract --threads`")
     ap.add_argument("--batch-size", type=int, help="passed to `vad score/extract --batch-size`")
+    ap.add_argument("--engine", choices=("auto", "torch", "openvino"), help="passed as features.engine (default: vad's auto)")
+    ap.add_argument("--calibration-snippets", type=int, default=20, help="engines section: int8 calibration snippets")
+    ap.add_argument("--e2e-int8", action="store_true", help="e2e section: also a local run with --precision int8")
     ap.add_argument("--width", type=int, default=640, help="synthetic video width (default 640)")
     ap.add_argument("--height", type=int, default=360, help="synthetic video height (default 360)")
     ap.add_argument("--fps", type=float, default=30.0, help="synthetic video frame rate (default 30)")
@@ -908,6 +1013,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs: dict[str, Callable[[], dict[str, Any]]] = {
         "decode": lambda: bench_decode(videos.get(videos.frames_for_seconds(args.e2e_seconds))),
         "extract": lambda: bench_extract(videos, args),
+        "engines": lambda: bench_engines(videos, args),
         "e2e": lambda: bench_e2e(videos, args),
         "memory": lambda: bench_memory(videos, args),
     }
