@@ -142,8 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     """Options shared by `vad score` and `vad extract`: how the work is executed."""
-    p.add_argument("--executor", choices=["ray", "local"],
-                   help="ray (default: a local Ray started for the job, or --ray-address) or local (one process)")
+    p.add_argument("--executor", choices=["auto", "ray", "local"],
+                   help="auto (default: ray with --ray-address or --workers > 1, else local), ray (a local Ray "
+                   "started for the job, or the cluster at --ray-address) or local (one process)")
     p.add_argument("--ray-address", help="join a running Ray cluster (auto, or ray://host:10001)")
     p.add_argument("--workers", type=int, help="feature-extractor actors (default 1)")
     p.add_argument("--threads", type=int, help="torch threads per extractor (default: CPUs / workers)")

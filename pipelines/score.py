@@ -42,7 +42,8 @@ from pipelines.executors import RayUnavailable, ensure_ray, iter_local, iter_ray
 from pipelines.inputs import VideoItem, assign_ids, expand_inputs
 from pipelines.ledger import RunLedger, VideoResult
 from pipelines.progress import JobProgress
-from pipelines.stages import ChunkResult, VideoPlan, VideoSkipped, assemble, check_pipeline_config, plan_video
+from pipelines.stages import (ChunkResult, VideoPlan, VideoSkipped, assemble, check_pipeline_config, plan_video,
+                              resolve_executor)
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ class ScoreJob:
             except FeatureError as err:
                 raise JobError(str(err)) from None
         self.cache = FeatureCache(cfg.cache.root) if cfg.cache.enabled else None
+        self.executor = resolve_executor(cfg)
         self.run_dir = RunDir(self.out_dir)
         self.rules = EventRules.from_config(cfg.events)
         self.head: Head | None = None
@@ -152,7 +154,7 @@ class ScoreJob:
 
     def _summary_extra(self) -> dict[str, Any]:
         x = self.extractor
-        return {"executor": self.cfg.pipeline.executor, "extractor": None if x is None else {
+        return {"executor": self.executor, "extractor": None if x is None else {
             "name": x.spec.name, "key": x.spec.key, "weights": str(x.weights_path),
             "engine": getattr(x, "engine_name", "torch"), "precision": self.cfg.features.precision}}
 
@@ -330,7 +332,6 @@ class ScoreJob:
         result.outputs.update({name: self.run_dir.relative(path) for name, path in outputs.items()})
 
     def _start(self) -> None:
-        self.ledger.started = time.perf_counter()
         self.run_dir.create()
         self.run_dir.write_config(to_dict(self.cfg))
         self.prepare_head()
@@ -403,7 +404,7 @@ class ScoreJob:
         return plans
 
     def _stream(self, plans: list[VideoPlan]) -> Iterator[ChunkResult]:
-        if self.cfg.pipeline.executor == "local":
+        if self.executor == "local":
             return iter_local(plans, self.cfg, self.spec, self.extractor)
         return iter_ray(plans, self.cfg, self.spec, self.extractor.n_crops, self.extractor.device.type)
 
@@ -412,7 +413,7 @@ class ScoreJob:
         if not plans:
             return
         started_ray = False
-        if self.cfg.pipeline.executor == "ray":
+        if self.executor == "ray":
             t0 = time.perf_counter()
             try:
                 started_ray = ensure_ray(self.cfg)
@@ -466,7 +467,7 @@ class ScoreJob:
         except (KeyboardInterrupt, JobError):
             raise
         except Exception as err:  # noqa: BLE001 - e.g. Ray cannot start an actor; videos fail, not the job
-            logger.error("the %s executor failed", self.cfg.pipeline.executor, exc_info=True)
+            logger.error("the %s executor failed", self.executor, exc_info=True)
             lost_reason = f"executor failed: {type(err).__name__}: {str(err)[:300]}"
             broke = True
         self._time("pipeline_wall_s", time.perf_counter() - t0)

@@ -94,8 +94,8 @@ class ChunkResult:
 def check_pipeline_config(cfg: ScoreConfig) -> None:
     """Ranges the schema cannot express; raises ValueError naming the key."""
     p = cfg.pipeline
-    if p.executor not in ("ray", "local"):
-        raise ValueError(f"pipeline.executor must be ray or local, got {p.executor!r}")
+    if p.executor not in ("auto", "ray", "local"):
+        raise ValueError(f"pipeline.executor must be auto, ray or local, got {p.executor!r}")
     for key in ("workers", "chunk_snippets", "segment_snippets"):
         if getattr(p, key) < 1:
             raise ValueError(f"pipeline.{key} must be >= 1, got {getattr(p, key)}")
@@ -112,6 +112,16 @@ def check_pipeline_config(cfg: ScoreConfig) -> None:
         raise ValueError(f"pipeline.decode_workers must be >= 1 or null, got {p.decode_workers}")
     if p.gpus_per_worker <= 0:
         raise ValueError(f"pipeline.gpus_per_worker must be > 0, got {p.gpus_per_worker}")
+
+
+def resolve_executor(cfg: ScoreConfig) -> str:
+    """``auto``: Ray where it can help (a cluster address, or several extractor workers), else
+    the local executor: on one machine with one extractor, Ray's start-up (about 5 s of the
+    job, measured in docs/benchmarks.md) buys nothing the local decode thread does not."""
+    p = cfg.pipeline
+    if p.executor != "auto":
+        return p.executor
+    return "ray" if p.ray_address or p.workers > 1 else "local"
 
 
 def plan_video(index: int, item: VideoItem, spec: SnippetSpec) -> VideoPlan:

@@ -147,9 +147,11 @@ def test_sample_video_end_to_end_with_real_weights(tmp_path):
     if find_default_i3d_weights() is None:
         skip_or_fail("the I3D weights are not set up (run `make test` / `vad assets fetch`)")
     out = tmp_path / "demo"
-    # The demo command exactly as `make demo` runs it: the default (Ray) executor.
-    assert run_cli(["--out", str(out), "--set", f"cache.root={tmp_path / 'cache'}"], executor="ray") == 0
+    # The demo command exactly as `make demo` runs it: the default executor (auto: one worker on
+    # one machine -> local; the Ray executor has its own tests).
+    assert run_cli(["--out", str(out), "--set", f"cache.root={tmp_path / 'cache'}"], executor="auto") == 0
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["executor"] == "local" and summary["extractor"]["engine"] == "openvino"
     (video,) = summary["videos"]
     assert video["video_id"] == "vtest" and video["status"] == "ok"
     assert (video["n_frames"], video["fps"], video["n_snippets"]) == (795, 10.0, 49)

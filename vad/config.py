@@ -116,7 +116,7 @@ class OutputConfig:
 class PipelineConfig:
     """How the work is spread: Ray (a local Ray started for the job, or a cluster) or one process."""
 
-    executor: str = "ray"  # ray | local (one process, for debugging)
+    executor: str = "auto"  # auto (ray with a cluster address or several workers, else local) | ray | local
     ray_address: str | None = None  # null: start Ray for this job; "auto" or ray://host:10001: join a cluster
     workers: int = 1  # feature-extractor actors; each runs features.threads torch threads
     gpus_per_worker: float = 1.0  # with a CUDA device: GPU share per actor (0.5 puts two actors on a GPU)
