@@ -156,3 +156,25 @@ def test_openvino_fp32_equals_torch_on_the_real_weights_and_sample_video(tmp_pat
     a = build_extractor(dataclasses.replace(cfg, engine="torch"), short_side=256).extract(snippets)
     b = build_extractor(dataclasses.replace(cfg, engine="openvino"), short_side=256).extract(snippets)
     np.testing.assert_allclose(b, a, atol=1e-4, rtol=0)
+
+
+def test_clip_on_openvino_equals_pytorch_and_shares_cache_entries(tmp_path):
+    from tests.test_clip import S, save_tiny, snippets
+    from vad.features.clip import CLIPExtractor
+
+    tiny = save_tiny(tmp_path / "tiny", seed=0)
+
+    def clip(engine: str) -> CLIPExtractor:
+        cfg = FeatureConfig(name="clip", weights=str(tiny), crop_size=S, engine=engine,
+                            engine_cache=str(tmp_path / "engines"))
+        return CLIPExtractor(cfg, short_side=None)
+
+    ov_x, torch_x = clip("openvino"), clip("torch")
+    assert (ov_x.engine_name, torch_x.engine_name, clip("auto").engine_name) == ("openvino", "torch", "openvino")
+    assert ov_x.spec.key == torch_x.spec.key
+    batch = snippets(3)
+    np.testing.assert_allclose(ov_x.extract(batch), torch_x.extract(batch), atol=1e-4, rtol=0)
+    (entry,) = (tmp_path / "engines").iterdir()
+    assert entry.name.startswith("clip-openvino-fp32-")
+    with pytest.raises(FeatureError, match="int8 is built for I3D only"):
+        CLIPExtractor(FeatureConfig(name="clip", weights=str(tiny), precision="int8"), short_side=None)

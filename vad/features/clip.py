@@ -56,6 +56,8 @@ from vad.features.base import ExtractorSpec
 from vad.clips import N_CROPS
 from vad.config import FeatureConfig
 from vad.features.base import FeatureError, check_feature_config
+from vad.features.engines import ImageEmbedGraph, OpenVINOEngine, cached_openvino_model, resolve_engine
+from vad.paths import data_dir
 from vad.features.views import ViewsExtractor
 
 if TYPE_CHECKING:
@@ -285,10 +287,12 @@ class CLIPExtractor(ViewsExtractor):
         if cfg.name != "clip":
             raise FeatureError(f"CLIPExtractor needs features.name=clip, got {cfg.name!r}")
         self.device = check_feature_config(cfg)
-        if cfg.precision == "int8" or cfg.engine == "openvino":
-            # OpenVINO and int8 are built for I3D (the compute-bound extractor) only so far
-            raise FeatureError("CLIP runs on PyTorch: use features.engine=auto|torch and precision fp32|bf16|fp16")
-        self.engine_name = "torch"
+        if cfg.precision == "int8":
+            raise FeatureError("features.precision=int8 is built for I3D only; CLIP takes fp32 (PyTorch or "
+                               "OpenVINO), bf16 or fp16 (PyTorch)")
+        self.engine_name = resolve_engine(cfg.engine, self.device, cfg.precision)
+        self.engine_dir = Path(cfg.engine_cache).expanduser() if cfg.engine_cache else data_dir() / "engines"
+        self._ov: OpenVINOEngine | None = None
         self.cfg = cfg
         self.short_side = short_side
         self.l2_normalize = l2_normalize
@@ -382,13 +386,25 @@ class CLIPExtractor(ViewsExtractor):
         return self._model
 
     def load(self) -> "CLIPExtractor":
-        """Load the model now (before any video is decoded), so a bad model is one clear error."""
-        self.model  # noqa: B018 - loads it
+        """Load the model now (before any video is decoded), so a bad model is one clear error;
+        for OpenVINO convert it once (cached) and compile it."""
+        if self.engine_name == "torch":
+            self.model  # noqa: B018 - loads it
+        elif self._ov is None:
+            size = self.preprocess.image_size
+            example = np.zeros((self.cfg.batch_size, 3, size, size), np.float32)
+            xml = cached_openvino_model("clip", lambda: ImageEmbedGraph(self.model), example, self.engine_dir,
+                                        key_parts={"extractor_key": self.spec.key})
+            self._ov = OpenVINOEngine(xml, threads=self.cfg.threads or torch.get_num_threads())
+            self._model = None  # the PyTorch copy was only needed for the conversion
         return self
 
     def embed(self, frames: np.ndarray) -> np.ndarray:
         """(N, s, s, 3) uint8 cropped frames -> (N, dim) float32 per-frame embeddings."""
-        pixels = preprocess_frames(frames, self.preprocess, self.device)
+        pixels = preprocess_frames(frames, self.preprocess, "cpu" if self.engine_name == "openvino" else self.device)
+        if self.engine_name == "openvino":
+            out = torch.from_numpy(self.load()._ov(pixels.numpy()))
+            return (F.normalize(out, dim=-1) if self.l2_normalize else out).numpy()
         out = embed_frames(self.model, pixels, self.cfg.precision, l2_normalize=self.l2_normalize)
         return out.cpu().numpy()
 

@@ -1,7 +1,8 @@
-"""Inference engines behind the I3D extractor: eager PyTorch, or OpenVINO on CPU.
+"""Inference engines behind the extractors: eager PyTorch, or OpenVINO on CPU.
 
-Both take what the extractor feeds: uint8 RGB views ``(B, T, S, S, 3)``, and return float32
-Mixed_5c features ``(B, 1024)``.
+For I3D both take what the extractor feeds, uint8 RGB views ``(B, T, S, S, 3)``, and return
+float32 Mixed_5c features ``(B, 1024)``; for CLIP, normalised pixel values ``(B, 3, s, s)`` ->
+image embeddings (pre-processing stays in PyTorch; int8 is I3D only).
 
 * ``torch``: the optimised eager model (folded batch norm, channels-last); any device.
 * ``openvino``: the same module, uint8 -> [-1, 1] pre-processing included, converted once to
@@ -38,8 +39,8 @@ from vad.utils import sha256_file
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ENGINES", "OpenVINOEngine", "TorchI3DEngine", "openvino_available", "openvino_i3d_model",
-           "resolve_engine"]
+__all__ = ["ENGINES", "ImageEmbedGraph", "OpenVINOEngine", "TorchI3DEngine", "cached_openvino_model",
+           "openvino_available", "openvino_i3d_model", "resolve_engine"]
 
 ENGINES = ("auto", "torch", "openvino")
 
@@ -65,7 +66,8 @@ def resolve_engine(engine: str, device: torch.device, precision: str) -> str:
             raise FeatureError("features.precision=int8 needs features.engine=openvino (or auto)")
         engine = "openvino"
     if engine == "auto":
-        engine = "openvino" if device.type == "cpu" and openvino_available() else "torch"
+        autocast = precision in ("bf16", "fp16")  # PyTorch autocast precisions
+        engine = "openvino" if device.type == "cpu" and not autocast and openvino_available() else "torch"
     if engine == "openvino":
         if device.type != "cpu":
             raise FeatureError(f"features.engine=openvino runs on the CPU, not {device}; use engine torch on CUDA")
@@ -126,6 +128,77 @@ def _entry_is_valid(directory: Path) -> bool:
         return False
 
 
+def cached_openvino_model(
+    name: str,
+    load_module: Callable[[], nn.Module],
+    example: np.ndarray,
+    cache_dir: str | Path,
+    *,
+    key_parts: dict[str, Any],
+    precision: str = "fp32",
+    calibration: Callable[[], list[np.ndarray]] | None = None,
+    calibration_id: str | None = None,
+) -> Path:
+    """The cached OpenVINO IR (``model.xml``) of ``load_module()`` for inputs shaped and typed
+    like ``example`` (its first axis is the static batch), converted when missing or invalid;
+    for ``int8`` quantised on ``calibration()`` batches first. ``key_parts``: what else the
+    model depends on (weights digest, model name)."""
+    import openvino as ov
+
+    if precision not in ("fp32", "int8"):
+        raise FeatureError(f"OpenVINO precision must be fp32 or int8, got {precision!r}")
+    if precision == "int8" and (calibration is None or not calibration_id):
+        raise FeatureError("int8 needs calibration snippets (features.calibration)")
+    shape = list(map(int, example.shape))
+    key = _model_key({**key_parts, "model": name, "input": shape, "dtype": str(example.dtype),
+                      "precision": precision, "calibration": calibration_id if precision == "int8" else None})
+    directory = Path(cache_dir) / f"{name}-openvino-{precision}-{key}"
+    if directory.is_dir():
+        if _entry_is_valid(directory):
+            return directory / "model.xml"
+        logger.warning("converted model %s is incomplete or damaged: rebuilding it", directory)
+        shutil.rmtree(directory, ignore_errors=True)
+    t0 = time.perf_counter()
+    example_t = torch.from_numpy(np.ascontiguousarray(example))
+    with torch.inference_mode(), warnings.catch_warnings():
+        # Shape-derived values (I3D's SAME padding, CLIP's size checks) are constants for this
+        # static input shape, which is what the tracer warns about (and its checker reports as
+        # differences between invocations).
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated; OpenVINO still takes it
+        traced = torch.jit.trace(load_module().eval(), example_t, check_trace=False)
+        model = ov.convert_model(traced, example_input=example_t)
+    model.inputs[0].get_node().set_partial_shape(ov.PartialShape(shape))
+    model.validate_nodes_and_infer_types()
+    if precision == "int8":
+        import nncf
+
+        batches = calibration()
+        if not batches:
+            raise FeatureError("no calibration snippets could be decoded (features.calibration)")
+        logger.info("quantising %s to int8 on %d calibration batches", name, len(batches))
+        model = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches), fast_bias_correction=True)
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=cache_dir))
+    try:
+        ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
+        files = {f: sha256_file(tmp / f) for f in ("model.xml", "model.bin")}
+        (tmp / "manifest.json").write_text(json.dumps({
+            "key": key, "model": name, "precision": precision, "input": shape, "dtype": str(example.dtype),
+            **key_parts, "calibration": calibration_id, "openvino": _ov_version(), "graph": GRAPH_VERSION,
+            "files": files, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1))
+        try:
+            os.rename(tmp, directory)  # atomic: a concurrent builder's entry wins, ours is dropped
+        except OSError:
+            if not _entry_is_valid(directory):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("converted %s to OpenVINO %s (%s) in %.1f s: %s", name, precision, shape, time.perf_counter() - t0,
+                directory)
+    return directory / "model.xml"
+
+
 def openvino_i3d_model(
     load_model: Callable[[], InceptionI3d],
     cache_dir: str | Path,
@@ -137,62 +210,22 @@ def openvino_i3d_model(
     calibration: Callable[[], list[np.ndarray]] | None = None,
     calibration_id: str | None = None,
 ) -> Path:
-    """The cached OpenVINO IR (``model.xml``) of I3D for this input shape and precision,
-    converted (and for ``int8`` quantised on ``calibration()`` batches) when missing or invalid.
+    """I3D (uint8 views ``(batch, *clip_shape)`` -> Mixed_5c features) as cached OpenVINO IR."""
+    example = np.zeros([int(batch), *map(int, clip_shape)], np.uint8)
+    return cached_openvino_model("i3d", lambda: _FeatureGraph(load_model()), example, cache_dir,
+                                 key_parts={"weights_sha256": weights_sha256}, precision=precision,
+                                 calibration=calibration, calibration_id=calibration_id)
 
-    ``clip_shape``: (T, S, S, 3) of one view; ``batch``: the static batch it is compiled for."""
-    import openvino as ov
 
-    if precision not in ("fp32", "int8"):
-        raise FeatureError(f"OpenVINO precision must be fp32 or int8, got {precision!r}")
-    if precision == "int8" and (calibration is None or not calibration_id):
-        raise FeatureError("int8 needs calibration snippets (features.calibration)")
-    shape = [int(batch), *map(int, clip_shape)]
-    key = _model_key({"model": "i3d-mixed5c-avg", "weights_sha256": weights_sha256, "input": shape,
-                      "precision": precision, "calibration": calibration_id if precision == "int8" else None})
-    directory = Path(cache_dir) / f"i3d-openvino-{precision}-{key}"
-    if directory.is_dir():
-        if _entry_is_valid(directory):
-            return directory / "model.xml"
-        logger.warning("converted model %s is incomplete or damaged: rebuilding it", directory)
-        shutil.rmtree(directory, ignore_errors=True)
-    t0 = time.perf_counter()
-    example = torch.zeros(shape, dtype=torch.uint8)
-    with torch.inference_mode(), warnings.catch_warnings():
-        # The SAME-padding helpers compute pads from shapes: constants for this static input
-        # shape, which is what the tracer warns about (and its checker reports as differences).
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated; OpenVINO still takes it
-        traced = torch.jit.trace(_FeatureGraph(load_model()).eval(), example, check_trace=False)
-    model = ov.convert_model(traced, example_input=example)
-    model.inputs[0].get_node().set_partial_shape(ov.PartialShape(shape))
-    model.validate_nodes_and_infer_types()
-    if precision == "int8":
-        import nncf
+class ImageEmbedGraph(nn.Module):
+    """A CLIP vision model with projection as a graph: pixel values -> ``image_embeds``."""
 
-        batches = calibration()
-        if not batches:
-            raise FeatureError("no calibration snippets could be decoded (features.calibration)")
-        logger.info("quantising I3D to int8 on %d calibration batches", len(batches))
-        model = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches), fast_bias_correction=True)
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=cache_dir))
-    try:
-        ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
-        files = {name: sha256_file(tmp / name) for name in ("model.xml", "model.bin")}
-        (tmp / "manifest.json").write_text(json.dumps({
-            "key": key, "precision": precision, "input": shape, "weights_sha256": weights_sha256,
-            "calibration": calibration_id, "openvino": _ov_version(), "graph": GRAPH_VERSION, "files": files,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1))
-        try:
-            os.rename(tmp, directory)  # atomic: a concurrent builder's entry wins, ours is dropped
-        except OSError:
-            if not _entry_is_valid(directory):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    logger.info("converted I3D to OpenVINO %s (%s) in %.1f s: %s", precision, shape, time.perf_counter() - t0, directory)
-    return directory / "model.xml"
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixel_values).image_embeds
 
 
 class OpenVINOEngine:
@@ -220,7 +253,7 @@ class OpenVINOEngine:
         self.precision = precision
 
     def __call__(self, views: np.ndarray) -> np.ndarray:
-        views = np.ascontiguousarray(views, dtype=np.uint8)
+        views = np.ascontiguousarray(views)
         out = []
         for a in range(0, len(views), self.batch):
             part = views[a:a + self.batch]
@@ -229,4 +262,6 @@ class OpenVINOEngine:
                 part = np.concatenate([part, np.repeat(part[-1:], self.batch - n, axis=0)])
             result = self.request.infer({0: part})
             out.append(np.array(result[self.compiled.outputs[0]][:n], dtype=np.float32))
-        return np.concatenate(out) if out else np.zeros((0, 1024), np.float32)
+        if out:
+            return np.concatenate(out)
+        return np.zeros((0, int(self.compiled.outputs[0].get_partial_shape()[1].get_length())), np.float32)
