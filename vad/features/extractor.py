@@ -159,9 +159,9 @@ class I3DExtractor(ViewsExtractor):
             try:
                 with open_video(video, short_side=self.short_side) as reader:
                     total = reader.info.n_frames // 16
-                    picks = set(np.linspace(0, max(total - 1, 0), num=min(n, total), dtype=int).tolist())
-                    for snippet in iter_snippets(reader, spec):
-                        if snippet.index in picks:
+                    picks = sorted(set(np.linspace(0, max(total - 1, 0), num=min(n, total), dtype=int).tolist()))
+                    for i in picks:  # one seek per pick: an hour of footage is not decoded whole
+                        for snippet in iter_snippets(reader, spec, start_snippet=i, stop_snippet=i + 1):
                             views.append(snippet_views(snippet.frames, self.cfg))
             except VideoError as err:
                 logger.warning("calibration video skipped: %s", err)
