@@ -101,12 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="print what each decoder backend reports for a video")
     info.add_argument("video")
 
-    tr = sub.add_parser("train", help="train a weakly-supervised head (MIL, GS-MoE) on snippet features",
-                        description="Seeded, resumable training with model selection on a validation split "
-                        "carved from the training list (never the test set).")
-    tr.add_argument("--head", choices=["mil", "gsmoe"], help="head to train (default: from the config, mil)")
+    tr = sub.add_parser("train", help="train a head: weakly-supervised (MIL, GS-MoE) on snippet features, or the "
+                        "CT-D2GAN frame predictor on normal footage",
+                        description="Seeded, resumable training. MIL/GS-MoE: model selection on a validation split "
+                        "carved from the training list (never the test set). ctd2gan: --normal footage only; its "
+                        "held-out end calibrates the scores.")
+    tr.add_argument("--head", choices=["mil", "gsmoe", "ctd2gan"], help="head to train (default: from the config, mil)")
+    tr.add_argument("--normal", nargs="+", metavar="PATH", help="ctd2gan: normal footage (videos, folders, frame "
+                    "folders as in UCSD Ped2 / Avenue / ShanghaiTech, list files)")
     tr.add_argument("--features", help="folder the list's feature paths are re-anchored to (basenames kept)")
-    tr.add_argument("--train-list", required=True, help="list of training feature files (one .npy per line, crops adjacent)")
+    tr.add_argument("--train-list", help="mil/gsmoe: list of training feature files (one .npy per line, crops adjacent)")
     tr.add_argument("--val-list", help="validation list (default: carve train.val_fraction from the training list)")
     tr.add_argument("--val-gt", help="folder of <video_id>.npy frame labels for the validation videos (frame AUC)")
     tr.add_argument("--dataset", help="naming conventions of the lists (ucf_crime, xd_violence, shanghaitech)")
@@ -353,10 +357,38 @@ def default_train_configs(head: str) -> list[Path]:
     return [path] if path and path.is_file() else []
 
 
+def cmd_train_frames(args: argparse.Namespace) -> int:
+    from pipelines.train_frames import FrameTrainer, FrameTrainError, load_frame_train_config
+
+    setup_logging(args.verbose, args.out / "train.log")
+    if not args.normal:
+        logger.error("--head ctd2gan needs --normal footage (videos or frame folders)")
+        return EXIT_JOB_ERROR
+    try:
+        cfg = load_frame_train_config(default_train_configs("ctd2gan") + args.config, args.overrides)
+        trainer = FrameTrainer(cfg, args.normal, args.out, progress=not args.no_progress)
+        if args.resume and not trainer.resume():
+            logger.warning("--resume: no checkpoint in %s; starting from scratch", args.out)
+        summary = trainer.run()
+    except (ConfigError, FrameTrainError) as err:
+        logger.error("%s", err)
+        return EXIT_JOB_ERROR
+    print(f"trained ctd2gan for {summary['iterations']} iterations on {summary['n_train_frames']} frames of "
+          f"{summary['n_clips']} clip(s); calibrated on {summary['n_calibration_frames']} held-out frames")
+    print(f"head: {args.out.resolve()}  (use: vad score --head {args.out} ...)")
+    return EXIT_OK
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from pipelines.train import TrainError, Trainer
     from vad.config import TrainConfig
 
+    if args.head == "ctd2gan":
+        return cmd_train_frames(args)
+    if not args.train_list:
+        setup_logging(args.verbose)
+        logger.error("--train-list is required for mil/gsmoe (--normal is for --head ctd2gan)")
+        return EXIT_JOB_ERROR
     overrides = list(args.overrides)
     head = args.head
     if head is None:

@@ -31,10 +31,11 @@ from tqdm.auto import tqdm
 from vad.cache import FeatureCache, VideoFingerprint
 from vad.clips import SnippetSpec
 from vad.config import ScoreConfig, to_dict
-from vad.events import EventRules, EventUpdate
+from vad.events import EventRules, EventUpdate, detect_events_with
 from vad.features.extractor import FeatureError, FeatureExtractor, build_extractor
 from vad.heads import Head, HeadError, ReferenceFeatureHead, ReferenceHeadConfig, SelfReference, load_head
-from vad.io import VideoError
+from vad.heads.base import read_head_meta
+from vad.io import FileSource, VideoError
 from vad.rundir import RunDir
 from vad.scoring import score_video
 from vad.sinks import PlotSink, ScoreCSVSink, SinkSet, SourceMeta
@@ -123,7 +124,7 @@ class ScoreJob:
         self.extractor: FeatureExtractor | None = None
         if extract_only and not cfg.cache.enabled:
             raise JobError("feature extraction writes into the feature cache; do not disable it (--no-cache)")
-        if not precomputed:
+        if not precomputed and not (self.frames_head_given(cfg) and not extract_only):
             try:
                 self.extractor = build_extractor(cfg.features, short_side=cfg.io.short_side)
             except FeatureError as err:
@@ -138,6 +139,16 @@ class ScoreJob:
             self.run_dir, self._settings, with_events=not extract_only, still_valid=self._cache_complete,
             summary_extra=self._summary_extra)
         self._time = self.ledger.time
+
+    @staticmethod
+    def frames_head_given(cfg: ScoreConfig) -> bool:
+        """Whether ``head.load`` is a head that reads raw frames (no feature extractor needed)."""
+        if not cfg.head.load:
+            return False
+        try:
+            return (read_head_meta(cfg.head.load).get("consumes") or {}).get("kind") == "frames"
+        except HeadError as err:
+            raise JobError(f"cannot load head from {cfg.head.load}: {err}") from None
 
     def _settings(self) -> dict[str, Any]:
         """The job-wide part of every record key: what a video's outputs depend on besides the file."""
@@ -221,7 +232,14 @@ class ScoreJob:
             if self.extractor is not None and self.head.input.extractor not in (None, extractor):
                 raise JobError(f"the head in {h.load} takes {self.head.input.extractor} features, "
                                f"but features.name is {extractor}")
+            if h.score_mode:
+                try:
+                    self.head = self.head.with_score_mode(h.score_mode)
+                except HeadError as err:
+                    raise JobError(f"head.score_mode: {err}") from None
             return
+        if h.score_mode:
+            raise JobError("head.score_mode applies to a saved frame-prediction head (--head DIR)")
         self.head = configured_head(self.cfg, extractor)
         if not h.reference:
             return
@@ -278,7 +296,8 @@ class ScoreJob:
                                      rules=self.rules, source_id=item.video_id)
                 events = scored.events
                 t1 = time.perf_counter()
-                self.write_video_outputs(item, result, scored.frame_scores, events, vf, scored.reference_frames)
+                self.write_video_outputs(item, result, scored.frame_scores, events, vf.fps, vf.n_frames,
+                                         scored.reference_frames)
                 t2 = time.perf_counter()
                 timings = {**timings, "head_s": round(t1 - t0, 4), "write_s": round(t2 - t1, 4)}
                 self._time("head_s", t1 - t0)
@@ -312,7 +331,7 @@ class ScoreJob:
         return SinkSet(sinks)
 
     def write_video_outputs(self, item: VideoItem, result: VideoResult, frame_scores: np.ndarray,
-                            events: Sequence[Any], vf: VideoFeatures, reference_frames: int | None) -> None:
+                            events: Sequence[Any], fps: float, n_frames: int, reference_frames: int | None) -> None:
         """Every output file of the video, through the sinks; a sink that failed fails the video
         (its outputs would be incomplete)."""
         gt = None
@@ -322,7 +341,7 @@ class ScoreJob:
                 gt = np.load(gt_path, allow_pickle=False)
         vid = item.video_id
         with self._sinks() as sinks:
-            sinks.begin(SourceMeta(vid, vf.fps, vf.n_frames, title=f"{vid} ({vf.n_frames} frames, {vf.fps:g} fps)"))
+            sinks.begin(SourceMeta(vid, fps, n_frames, title=f"{vid} ({n_frames} frames, {fps:g} fps)"))
             sinks.scores(vid, 0, frame_scores)
             for ev in events:
                 sinks.event(EventUpdate("end", ev))
@@ -369,11 +388,61 @@ class ScoreJob:
         self._start()
         progress = JobProgress(len(items), self.progress)
         try:
-            plans = self._prepare(items, progress)
-            self._extract_all(plans, progress)
+            if self.head is not None and self.head.input.kind == "frames":
+                self._score_frames(items, progress)
+            else:
+                plans = self._prepare(items, progress)
+                self._extract_all(plans, progress)
         finally:
             progress.close()
         return self.ledger.flush(finished=True)
+
+    def _score_frames(self, items: list[VideoItem], progress: JobProgress) -> None:
+        """A head that reads raw frames: each video is decoded front to back in this process
+        (no feature cache) and scored as it decodes."""
+        if self.executor == "ray":
+            logger.info("the %s head reads frames: scoring in this process (the Ray executor extracts "
+                        "features only)", self.head.type_name)
+        for index, item in enumerate(items):
+            if self.cfg.pipeline.resume and (found := self.ledger.resume(index, item)) is not None:
+                progress.video_done(True, found.duration_s or 0.0)
+                continue
+            result = VideoResult(video=str(item.path), video_id=item.video_id)
+            t0 = time.perf_counter()
+            try:
+                if not item.path.is_file():
+                    raise VideoSkipped(f"no such file: {item.path}")
+                with FileSource(item.path, backend=self.cfg.io.backend, fallback=self.cfg.io.fallback,
+                                block=64, source_id=item.video_id) as source:
+                    n, fps = source.n_frames, source.fps
+                    result.n_frames, result.fps, result.backend = n, fps, source.reader.info.backend
+                    result.duration_s = n / fps
+                    progress.add_snippets(n)
+
+                    def blocks() -> Iterator[np.ndarray]:
+                        for _, frames in source.blocks():
+                            progress.advance(len(frames))
+                            yield frames
+
+                    scores = self.head.score_frames(blocks())
+                t1 = time.perf_counter()
+                events = detect_events_with(self.rules, scores, fps, source_id=item.video_id)
+                self.write_video_outputs(item, result, scores, events, fps, n, None)
+                t2 = time.perf_counter()
+                result.n_events = len(events)
+                result.timings = {"head_s": round(t1 - t0, 4), "write_s": round(t2 - t1, 4),
+                                  "busy_s": round(t2 - t0, 4)}
+                self._time("head_s", t1 - t0)
+                self._time("write_s", t2 - t1)
+                records = [{"video_id": item.video_id, **e.to_dict()} for e in events]
+            except (VideoError, VideoSkipped, HeadError) as err:
+                self._fail(result, str(err))
+                records = []
+            except (ValueError, OSError) as err:
+                self._fail(result, f"{type(err).__name__}: {err}")
+                records = []
+            self.ledger.complete(index, item, result, records)
+            progress.video_done(result.status == "ok", result.duration_s or 0.0)
 
     def _prepare(self, items: list[VideoItem], progress: JobProgress) -> list[VideoPlan]:
         """Resume complete videos, score cache hits, probe the rest; returns what needs extraction."""

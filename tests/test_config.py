@@ -12,9 +12,20 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 def test_every_shipped_config_loads():
     files = sorted(CONFIGS.rglob("*.yaml"))
     assert files, "no shipped configs found"
+    from pipelines.train_frames import FrameTrainConfig
+
     for path in files:
-        # configs/train/ holds `vad train` configs; everything else composes `vad score`.
-        load_config(TrainConfig if path.parent.name == "train" else ScoreConfig, [path])
+        # configs/train/ holds `vad train` configs (the frame-prediction head has its own schema);
+        # everything else composes `vad score`.
+        if path.parent.name != "train":
+            cls = ScoreConfig
+        else:
+            cls = FrameTrainConfig if path.stem == "ctd2gan" else TrainConfig
+        cfg = load_config(cls, [path])
+        if cls is FrameTrainConfig:
+            from vad.heads.ctd2gan import CTD2GANConfig
+
+            CTD2GANConfig(**cfg.head.params)  # the head's own keys are checked too
 
 
 def test_score_yaml_states_the_defaults():

@@ -23,7 +23,8 @@ from vad.clips import SnippetSpec, iter_snippets
 from vad.config import ScoreConfig, load_config
 from vad.events import EventRules, detect_events_with
 from vad.features.extractor import build_extractor
-from vad.heads import HEAD_TYPES, ReferenceFeatureHead, TrainedHead, UnitTiming, build_module, load_head
+from vad.heads import HEAD_TYPES, FramePredictionHead, ReferenceFeatureHead, TrainedHead, UnitTiming, build_module, load_head
+from vad.heads.ctd2gan import ConvTransformerGenerator, CTD2GANConfig
 from vad.io import FileSource, open_video
 from vad.rundir import RunDir
 from vad.scoring import SnippetFrameScores, StreamScorer, score_video
@@ -246,26 +247,35 @@ def _example_heads() -> dict[str, object]:
     ref = ReferenceFeatureHead(extractor="i3d").fit(rng.normal(size=(2, 12, 16)).astype(np.float32))
     mil = TrainedHead(build_module("mil", {"input_dim": 16, "hidden": [8, 4]}), extractor="i3d")
     gs = TrainedHead(build_module("gsmoe", {"input_dim": 16, "n_classes": 2, "hidden": 8, "expert_hidden": 4}))
-    return {"reference": ref, "mil": mil, "gsmoe": gs}
+    cfg = CTD2GANConfig(size=16, past_frames=2, width=4, depth=1, heads=2, disc_width=4, disc_depth=1)
+    frames = FramePredictionHead(ConvTransformerGenerator(cfg), scale=0.01, train_size=(24, 20))
+    return {"reference": ref, "mil": mil, "gsmoe": gs, "ctd2gan": frames}
 
 
 def test_every_registered_head_saves_and_loads_through_load_head(tmp_path):
     examples = _example_heads()
     assert set(examples) == set(HEAD_TYPES), "add an example for every registered head type"
-    units = np.random.default_rng(1).normal(size=(2, 9, 16)).astype(np.float32)
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(2, 9, 16)).astype(np.float32)
+    frames = rng.integers(0, 255, size=(7, 20, 24, 3), dtype=np.uint8)
     timing = UnitTiming(10.0, 16)
     for name, head in examples.items():
         head.save(tmp_path / name)
         meta = json.loads((tmp_path / name / "head.json").read_text())
         assert meta["format"] == "vad-head" and meta["type"] == name
-        assert meta["consumes"]["kind"] == "features" and meta["consumes"]["dim"] == 16
+        if head.input.kind == "features":
+            assert meta["consumes"]["kind"] == "features" and meta["consumes"]["dim"] == 16
+            units = features
+        else:
+            assert meta["consumes"] == {"kind": "frames", "clip_length": 3, "size": [16, 16], "color": "gray"}
+            units = frames
         assert meta["lookahead"] == head.lookahead and meta["needs_fit"] == head.needs_fit
         loaded = load_head(tmp_path / name)
         assert type(loaded) is type(head) and loaded.input == head.input
         np.testing.assert_allclose(loaded.score_video(units, timing).scores, head.score_video(units, timing).scores,
-                                   rtol=1e-6)
+                                   rtol=1e-5)
     with pytest.raises(ValueError, match="8-d but the head was made for 16-d"):
-        examples["mil"].score_video(units[..., :8], timing)
+        examples["mil"].score_video(features[..., :8], timing)
 
 
 def test_heads_saved_before_the_schema_still_load():

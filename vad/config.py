@@ -88,6 +88,7 @@ class HeadConfig:
     methods: list[str] = field(default_factory=lambda: ["mahalanobis", "knn"])
     calibration_quantile: float = 0.99  # score 1.0 = this quantile of the reference distances
     load: str | None = None  # a saved head directory to use instead of fitting
+    score_mode: str | None = None  # frame-prediction heads: calibrated (default) | minmax (per video)
     save: bool = True  # write the fitted head(s) into the run directory
 
 

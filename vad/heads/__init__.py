@@ -9,6 +9,7 @@
 """
 
 from vad.heads.base import Head, HeadError, HeadInput, HeadScores, StreamingScorer, UnitTiming
+from vad.heads.frame_predictor import FramePredictionHead
 from vad.heads.gsmoe import GSMoEConfig, GSMoEHead, cluster_classes, gaussian_splat_targets, tgs_loss
 from vad.heads.mil import MILConfig, MILHead, mil_ranking_loss
 from vad.heads.modules import FeatureBatch, build_module, load_module, save_module, segment_features
@@ -19,6 +20,7 @@ from vad.heads.trained import TrainedHead, score_snippets
 __all__ = [
     "HEAD_TYPES",
     "FeatureBatch",
+    "FramePredictionHead",
     "GSMoEConfig",
     "GSMoEHead",
     "Head",

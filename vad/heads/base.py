@@ -148,7 +148,7 @@ class Head(ABC):
 
     @property
     def lookahead(self) -> int:
-        """Later units a unit's score depends on."""
+        """Later units a unit's score depends on (-1: the whole video)."""
         return 0
 
     @property
@@ -159,6 +159,10 @@ class Head(ABC):
     @property
     def fitted(self) -> bool:
         return not self.needs_fit
+
+    def with_score_mode(self, score_mode: str) -> Head:
+        """The same head scoring in another mode (heads that have modes override this)."""
+        raise HeadError(f"the {self.type_name} head has no score modes")
 
     def fit(self, reference: np.ndarray) -> Head:
         """Fit on reference units (n_crops, n_units, dim); only for ``needs_fit`` heads."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vad.heads.base import Head, HeadError, read_head_meta
+from vad.heads.frame_predictor import FramePredictionHead
 from vad.heads.reference import ReferenceFeatureHead
 from vad.heads.trained import TrainedHead
 
@@ -16,6 +17,7 @@ HEAD_TYPES: dict[str, type[Head]] = {
     "reference": ReferenceFeatureHead,
     "mil": TrainedHead,
     "gsmoe": TrainedHead,
+    "ctd2gan": FramePredictionHead,
 }
 
 
