@@ -13,6 +13,11 @@ Measured, per device (CPU always; CUDA too with ``--device cuda`` when it is ava
   case; ``--frames`` forwards) and batched (batch 16, the archive case; ``ceil(frames / 16)``
   batches of 16, so at least 16 frames).
 
+Timing: every model is warmed up (``--warmup`` calls), then the timed calls are split into
+``--rounds`` rounds that alternate CT-D2GAN and the baseline, so load from other processes hits
+both sides of a ratio; each number is the median of the per-round rates (all rounds go to
+``--json``). CUDA timings synchronise the device around every round.
+
 The baseline takes the same past frames stacked on the channel axis (``past_frames * channels``
 input channels); its encoder has ``depth`` stride-2 blocks of two 3x3 convolutions, its decoder
 bilinear upsampling + two 3x3 convolutions per stage, no skips, ``tanh`` output. Its base width
@@ -23,7 +28,7 @@ point: that is what the adversarial objective costs over plain reconstruction.
 
 Also printed: whether batch-1 scoring keeps up with 10 fps analysis (>= 10 frames/s) on this
 machine, the torch thread count, the CPU model and whether it has avx512f. Seeds are fixed
-(``--seed``); numbers vary with machine load, so compare ratios, not absolute rates.
+(``--seed``); rates still vary with machine load, so compare ratios, not absolute rates.
 
     .venv/bin/python scripts/bench_ctd2gan.py --json runs/bench_ctd2gan.json
     .venv/bin/python scripts/bench_ctd2gan.py --quick                    # size 64, a quick look
@@ -36,6 +41,7 @@ import argparse
 import json
 import math
 import platform
+import statistics
 import sys
 import time
 from dataclasses import asdict
@@ -116,17 +122,43 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(fn: Callable[[int], None], n: int, warmup: int, device: torch.device) -> float:
-    """Seconds for ``n`` calls ``fn(i)`` after ``warmup`` untimed calls (allocator, caches,
-    kernel selection settle during warm-up)."""
-    for i in range(warmup):
-        fn(i)
+def _split(n: int, rounds: int) -> list[int]:
+    """``n`` calls spread over ``min(rounds, n)`` rounds as evenly as possible."""
+    r = max(1, min(rounds, n))
+    return [n // r + (i < n % r) for i in range(r)]
+
+
+def interleaved_rates(fns: dict[str, Callable[[int], None]], n: int, units_per_call: int, warmup: int,
+                      rounds: int, device: torch.device) -> dict[str, list[float]]:
+    """Per-round rates (units/s) of each ``fns[name](i)``, ``n`` timed calls each.
+
+    Every function is warmed up first (allocator, oneDNN/cuDNN kernel choice settle there), then
+    the timed calls alternate between the functions round by round, so a burst of load from
+    other processes hits both sides of a ratio instead of one."""
+    calls = dict.fromkeys(fns, 0)
+    for name, fn in fns.items():
+        for _ in range(warmup):
+            fn(calls[name])
+            calls[name] += 1
     _sync(device)
-    t0 = time.perf_counter()
-    for i in range(n):
-        fn(warmup + i)
-    _sync(device)
-    return time.perf_counter() - t0
+    rates: dict[str, list[float]] = {name: [] for name in fns}
+    for chunk in _split(n, rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(chunk):
+                fn(calls[name])
+                calls[name] += 1
+            _sync(device)
+            rates[name].append(chunk * units_per_call / (time.perf_counter() - t0))
+    return rates
+
+
+def summarise(rates: dict[str, list[float]]) -> dict[str, Any]:
+    """Median of the per-round rates (robust to a stray slow round), the ratio and the rounds."""
+    out: dict[str, Any] = {name: statistics.median(r) for name, r in rates.items()}
+    out["ratio"] = out["ctd2gan"] / out["baseline"]
+    out["rounds"] = rates
+    return out
 
 
 def random_clips(n: int, batch: int, cfg: CTD2GANConfig, device: torch.device,
@@ -141,11 +173,11 @@ def random_clips(n: int, batch: int, cfg: CTD2GANConfig, device: torch.device,
     return out
 
 
-def bench_training(cfg: CTD2GANConfig, base_width: int, device: torch.device, batch: int, iters: int,
-                   warmup: int, seed: int) -> dict[str, float]:
-    data = random_clips(4, batch, cfg, device, seed)  # a few distinct batches, cycled
+def bench_training(cfg: CTD2GANConfig, base_width: int, device: torch.device,
+                   args: argparse.Namespace) -> dict[str, Any]:
+    data = random_clips(4, args.batch_size, cfg, device, args.seed)  # a few distinct batches, cycled
 
-    torch.manual_seed(seed)
+    torch.manual_seed(args.seed)
     gan = CTD2GAN(cfg).to(device)
     # Adam with beta1 0.5 is the usual GAN setting; the rate does not affect the speed.
     opt_g = torch.optim.Adam(gan.generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
@@ -156,9 +188,7 @@ def bench_training(cfg: CTD2GANConfig, base_width: int, device: torch.device, ba
         clip, target = data[i % len(data)]
         adversarial_step(gan, clip, target, opt_g, opt_img, opt_vid)
 
-    gan_s = _timed(gan_step, iters, warmup, device)
-
-    torch.manual_seed(seed)
+    torch.manual_seed(args.seed)
     ae = ConvAutoencoder(cfg.channels, cfg.past_frames, base_width, cfg.depth).to(device).train()
     opt = torch.optim.Adam(ae.parameters(), lr=2e-4)
 
@@ -170,38 +200,37 @@ def bench_training(cfg: CTD2GANConfig, base_width: int, device: torch.device, ba
         opt.step()
         float(loss.detach())  # adversarial_step returns floats (a host sync); match it
 
-    ae_s = _timed(ae_step, iters, warmup, device)
-    return {"ctd2gan": iters / gan_s, "baseline": iters / ae_s}
+    rates = interleaved_rates({"ctd2gan": gan_step, "baseline": ae_step}, args.iters, 1, args.warmup,
+                              args.rounds, device)
+    return summarise(rates)
 
 
-def bench_scoring(predict: Callable[[torch.Tensor], torch.Tensor], cfg: CTD2GANConfig, device: torch.device,
-                  batch: int, n_frames: int, warmup: int, seed: int) -> float:
-    """Frames/s of forward + psnr at ``batch`` clips per call, ``ceil(n_frames / batch)`` calls."""
-    calls = max(1, math.ceil(n_frames / batch))
-    data = random_clips(min(calls, 16), batch, cfg, device, seed)  # cycled: bounds memory, not the work
+def bench_scoring(models: dict[str, nn.Module], cfg: CTD2GANConfig, device: torch.device, batch: int,
+                  args: argparse.Namespace) -> dict[str, Any]:
+    """Frames/s of forward + psnr at ``batch`` clips per call, ``ceil(frames / batch)`` calls."""
+    calls = max(1, math.ceil(args.frames / batch))
+    data = random_clips(min(calls, 16), batch, cfg, device, args.seed + 1)  # cycled: bounds memory, not work
 
-    def score(i: int) -> None:
-        clip, target = data[i % len(data)]
-        psnr(predict(clip), target).cpu()  # the scores leave the device, as they would in use
+    def scorer(model: nn.Module) -> Callable[[int], None]:
+        def score(i: int) -> None:
+            clip, target = data[i % len(data)]
+            psnr(model(clip), target).cpu()  # the scores leave the device, as they would in use
+        return score
 
     with torch.inference_mode():
-        seconds = _timed(score, calls, warmup, device)
-    return calls * batch / seconds
+        rates = interleaved_rates({name: scorer(m) for name, m in models.items()}, calls, batch, args.warmup,
+                                  args.rounds, device)
+    return summarise(rates)
 
 
 def bench_device(cfg: CTD2GANConfig, base_width: int, device: torch.device, args: argparse.Namespace) -> dict:
-    train = bench_training(cfg, base_width, device, args.batch_size, args.iters, args.warmup, args.seed)
-
+    out: dict[str, Any] = {"train_it_s": bench_training(cfg, base_width, device, args)}
     torch.manual_seed(args.seed)
     gen = CTD2GAN(cfg).generator.to(device).eval()
     torch.manual_seed(args.seed)
     ae = ConvAutoencoder(cfg.channels, cfg.past_frames, base_width, cfg.depth).to(device).eval()
-    out: dict[str, Any] = {"train_it_s": train}
     for key, batch in (("score_fps_batch1", 1), ("score_fps_batch16", ARCHIVE_BATCH)):
-        out[key] = {name: bench_scoring(model, cfg, device, batch, args.frames, args.warmup, args.seed + 1)
-                    for name, model in (("ctd2gan", gen), ("baseline", ae))}
-    for numbers in out.values():
-        numbers["ratio"] = numbers["ctd2gan"] / numbers["baseline"]
+        out[key] = bench_scoring({"ctd2gan": gen, "baseline": ae}, cfg, device, batch, args)
     return out
 
 
@@ -231,7 +260,8 @@ def report(results: dict) -> str:
         f"CT-D2GAN vs conv autoencoder: size {c['size']}, channels {c['channels']}, past_frames {c['past_frames']}, "
         f"width {c['width']}, depth {c['depth']}",
         f"training: batch {r['batch_size']}, {r['iters']} timed iterations after {r['warmup']} warm-up; "
-        f"scoring: {r['frames']} frames at batch 1, {r['archive_frames']} at batch {ARCHIVE_BATCH}",
+        f"scoring: {r['frames']} frames at batch 1, {r['archive_frames']} at batch {ARCHIVE_BATCH}; "
+        f"timed in up to {r['rounds']} rounds alternating the two models, median round rate shown",
         f"machine: CPU {m['cpu_model']} (avx512f: {'yes' if m['avx512f'] else 'no'}), torch {m['torch']}, "
         f"{m['torch_threads']} torch threads" + (f", GPU {m['gpu']}" if m["gpu"] else ""),
         f"parameters: CT-D2GAN generator {p['ctd2gan_generator']:,} (with both discriminators "
@@ -271,6 +301,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--iters", type=int, default=None, help="timed training iterations (default 20; quick 5)")
     ap.add_argument("--frames", type=int, default=None, help="scored frames (default 64; quick 16)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed warm-up calls (default 3; quick 1)")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="timed rounds the calls are split into, alternating the two models (default 4; quick 2)")
     ap.add_argument("--batch-size", type=int, default=8, help="training batch (clips)")
     ap.add_argument("--size", type=int, default=None, help=f"frame side (default {DEFAULT_SIZE}; quick 64)")
     ap.add_argument("--past-frames", type=int, default=CTD2GANConfig.past_frames)
@@ -280,10 +312,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="size 64, fewer iterations and frames")
     ap.add_argument("--json", type=Path, default=None, help="write every number here")
     args = ap.parse_args(argv)
-    for name, full, quick in (("iters", 20, 5), ("frames", 64, 16), ("warmup", 3, 1), ("size", DEFAULT_SIZE, 64)):
+    for name, full, quick in (("iters", 20, 5), ("frames", 64, 16), ("warmup", 3, 1), ("rounds", 4, 2), ("size", DEFAULT_SIZE, 64)):
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
-    for name in ("iters", "frames", "batch_size"):
+    for name in ("iters", "frames", "batch_size", "rounds"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.warmup < 0:
@@ -315,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, Any] = {
         "config": asdict(cfg),
-        "run": {"batch_size": args.batch_size, "iters": args.iters, "warmup": args.warmup, "frames": args.frames,
+        "run": {"batch_size": args.batch_size, "iters": args.iters, "warmup": args.warmup, "rounds": args.rounds,
+                "frames": args.frames,
                 "archive_frames": max(1, math.ceil(args.frames / ARCHIVE_BATCH)) * ARCHIVE_BATCH,
                 "archive_batch": ARCHIVE_BATCH, "seed": args.seed, "quick": args.quick},
         "machine": machine(),
