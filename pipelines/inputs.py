@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from vad.io import folder_images
+
 logger = logging.getLogger(__name__)
 
 LIST_SUFFIXES = (".txt", ".list", ".lst")
@@ -35,13 +37,17 @@ def _read_list(path: Path) -> list[Path]:
 
 def expand_inputs(inputs: Sequence[str | Path], extensions: Sequence[str]) -> list[Path]:
     """Files stay as given (even if missing or not videos: they become error records later),
-    folders are searched recursively by extension, list files are read."""
+    folders are searched recursively by extension, list files are read. A folder of frame images
+    (the UCSD Ped2 / CUHK Avenue / ShanghaiTech layout) is one input, itself or found inside."""
     exts = {e.lower() for e in extensions}
     paths: list[Path] = []
     for raw in inputs:
         p = Path(raw).expanduser()
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in exts)
+        if p.is_dir() and _is_frame_folder(p, exts):
+            paths.append(p)
+        elif p.is_dir():
+            found = sorted(f for f in p.rglob("*") if (f.is_file() and f.suffix.lower() in exts)
+                           or (f.is_dir() and _is_frame_folder(f, exts)))
             if not found:
                 logger.warning("folder %s holds no videos with extensions %s", p, sorted(exts))
             paths.extend(found)
@@ -58,6 +64,13 @@ def expand_inputs(inputs: Sequence[str | Path], extensions: Sequence[str]) -> li
             seen.add(key)
             unique.append(p)
     return unique
+
+
+def _is_frame_folder(folder: Path, video_exts: set[str]) -> bool:
+    """Image frames directly inside and no video beside them."""
+    if any(f.suffix.lower() in video_exts for f in folder.iterdir() if f.is_file()):
+        return False
+    return bool(folder_images(folder))
 
 
 def assign_ids(paths: Sequence[Path]) -> list[VideoItem]:

@@ -35,7 +35,7 @@ from vad.events import EventRules, EventUpdate, detect_events_with
 from vad.features.extractor import FeatureError, FeatureExtractor, build_extractor
 from vad.heads import Head, HeadError, ReferenceFeatureHead, ReferenceHeadConfig, SelfReference, load_head
 from vad.heads.base import read_head_meta
-from vad.io import FileSource, VideoError
+from vad.io import FileSource, FolderSource, FrameSource, VideoError
 from vad.rundir import RunDir
 from vad.scoring import score_video
 from vad.sinks import PlotSink, ScoreCSVSink, SinkSet, SourceMeta
@@ -410,12 +410,19 @@ class ScoreJob:
             result = VideoResult(video=str(item.path), video_id=item.video_id)
             t0 = time.perf_counter()
             try:
-                if not item.path.is_file():
+                if item.path.is_dir():
+                    source: FrameSource = FolderSource(item.path, self.cfg.io.frame_folder_fps, block=64,
+                                                       source_id=item.video_id)
+                    backend = "frames"
+                elif item.path.is_file():
+                    source = FileSource(item.path, backend=self.cfg.io.backend, fallback=self.cfg.io.fallback,
+                                        block=64, source_id=item.video_id)
+                    backend = source.reader.info.backend
+                else:
                     raise VideoSkipped(f"no such file: {item.path}")
-                with FileSource(item.path, backend=self.cfg.io.backend, fallback=self.cfg.io.fallback,
-                                block=64, source_id=item.video_id) as source:
+                with source:
                     n, fps = source.n_frames, source.fps
-                    result.n_frames, result.fps, result.backend = n, fps, source.reader.info.backend
+                    result.n_frames, result.fps, result.backend = n, fps, backend
                     result.duration_s = n / fps
                     progress.add_snippets(n)
 

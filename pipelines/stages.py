@@ -131,6 +131,9 @@ def plan_video(index: int, item: VideoItem, spec: SnippetSpec) -> VideoPlan:
     path = item.path
     if not path.exists():
         raise VideoSkipped(f"no such file: {path}")
+    if path.is_dir():
+        raise VideoSkipped(f"{path} is a folder of frames: only frame-prediction heads read those "
+                           "(vad train --head ctd2gan, then vad score --head DIR)")
     if not path.is_file():
         raise VideoSkipped(f"not a file: {path}")
     info = probe_video(path)

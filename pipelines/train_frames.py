@@ -38,12 +38,9 @@ from vad.config import load_config
 from vad.fsutil import atomic_path, write_json_atomic
 from vad.heads.ctd2gan import CTD2GAN, CTD2GANConfig, adversarial_step
 from vad.heads.frame_predictor import FramePredictionHead, prepare_frames
-from vad.io import VIDEO_EXTENSIONS, VideoError, open_video
+from vad.io import VIDEO_EXTENSIONS, FileSource, FolderSource, VideoError, folder_images
 
 logger = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = (".tif", ".tiff", ".jpg", ".jpeg", ".png", ".bmp")
-
 
 class FrameTrainError(RuntimeError):
     """Training cannot start or continue (no usable footage, bad configuration, bad resume)."""
@@ -82,10 +79,6 @@ def load_frame_train_config(files: Sequence[str | Path], overrides: Sequence[str
     return load_config(FrameTrainConfig, files, overrides)
 
 
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
 def find_clips(inputs: Sequence[str | Path]) -> list[Path]:
     """Videos and frame folders under ``inputs`` (files, folders, list files), in order."""
     out: list[Path] = []
@@ -97,11 +90,11 @@ def find_clips(inputs: Sequence[str | Path]) -> list[Path]:
         elif p.is_file():
             out.append(p)
         elif p.is_dir():
-            if _images(p):
+            if folder_images(p):
                 out.append(p)  # a frame folder
                 continue
             for sub in sorted(p.rglob("*")):
-                if sub.is_dir() and _images(sub):
+                if sub.is_dir() and folder_images(sub):
                     out.append(sub)
                 elif sub.is_file() and sub.suffix.lower() in VIDEO_EXTENSIONS:
                     out.append(sub)
@@ -112,29 +105,21 @@ def find_clips(inputs: Sequence[str | Path]) -> list[Path]:
 
 def load_clip(path: Path, cfg: CTD2GANConfig, max_frames: int) -> tuple[np.ndarray, tuple[int, int]]:
     """A clip's frames prepared for the model: uint8 (N, C, size, size), and its (width, height)."""
-    import cv2
-
-    def prepared(frames: np.ndarray) -> np.ndarray:
-        x = prepare_frames(frames, cfg.size, cfg.channels)
-        return ((x.numpy() + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
-
-    if path.is_dir():
-        files = _images(path)[:max_frames]
-        frames = []
-        for f in files:
-            img = cv2.imread(str(f), cv2.IMREAD_COLOR)
-            if img is None:
-                raise FrameTrainError(f"{f}: not a readable image")
-            frames.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
-        if not frames:
-            return np.zeros((0, cfg.channels, cfg.size, cfg.size), np.uint8), (0, 0)
-        size = (frames[0].shape[1], frames[0].shape[0])
-        return np.concatenate([prepared(np.stack(frames[a:a + 64])) for a in range(0, len(frames), 64)]), size
-    with open_video(path) as reader:
-        n = min(reader.info.n_frames, max_frames)
-        size = (reader.info.width, reader.info.height)
-        parts = [prepared(reader.read(a, min(a + 64, n))) for a in range(0, n, 64)]
-    return (np.concatenate(parts) if parts else np.zeros((0, cfg.channels, cfg.size, cfg.size), np.uint8)), size
+    parts: list[np.ndarray] = []
+    size = (0, 0)
+    # the fps of a frame folder does not matter for training
+    source = FolderSource(path, 25.0, block=64) if path.is_dir() else FileSource(path, stop=max_frames, block=64)
+    with source:
+        for a, frames in source.blocks():
+            if a >= max_frames:
+                break
+            frames = frames[:max_frames - a]
+            size = (frames.shape[2], frames.shape[1])
+            x = prepare_frames(frames, cfg.size, cfg.channels)
+            parts.append(((x.numpy() + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8))
+    if not parts:
+        return np.zeros((0, cfg.channels, cfg.size, cfg.size), np.uint8), size
+    return np.concatenate(parts), size
 
 
 def _to_model(x: np.ndarray) -> torch.Tensor:

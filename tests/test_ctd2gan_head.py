@@ -138,3 +138,24 @@ def test_bad_input_is_a_clear_message(trained, tmp_path, capsys):
     assert "no usable normal footage" in capsys.readouterr().err
     assert main(["score", str(good), "--head", str(out), "--set", "head.score_mode=psnr", "--executor", "local",
                  "--out", str(tmp_path / "bad_mode")]) == 1
+
+
+def test_frame_folders_are_scored_as_videos(trained, tmp_path, random_i3d):
+    """The one-class benchmarks' layout: a folder of frame images per test clip."""
+    d, out = trained
+    root = tmp_path / "Test"
+    for name, seed in (("Test001", 3), ("Test002", 4)):
+        (root / name).mkdir(parents=True)
+        for i, f in enumerate(scene(20, seed=seed)):
+            cv2.imwrite(str(root / name / f"{i:03d}.tif"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    assert main(["score", str(root), "--head", str(out), "--executor", "local", "--no-progress",
+                 "--out", str(tmp_path / "run"), "--set", "io.frame_folder_fps=10"]) == 0
+    videos = json.loads((tmp_path / "run" / "summary.json").read_text())["videos"]
+    assert [(v["video_id"], v["n_frames"], v["fps"], v["backend"]) for v in videos] == [
+        ("Test001", 20, 10.0, "frames"), ("Test002", 20, 10.0, "frames")]
+    # a feature head cannot read them: a clear per-video reason
+    assert main(["score", str(root / "Test001"), "--executor", "local", "--no-progress",
+                 "--out", str(tmp_path / "feat"), "--set", f"features.weights={random_i3d}",
+                 "--set", "features.engine=torch"]) == 2
+    (video,) = json.loads((tmp_path / "feat" / "summary.json").read_text())["videos"]
+    assert "folder of frames: only frame-prediction heads" in video["error"]

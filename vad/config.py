@@ -34,6 +34,7 @@ class IOConfig:
     extensions: list[str] = field(
         default_factory=lambda: [".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".ts"]
     )
+    frame_folder_fps: float = 25.0  # frame rate of folders of frame images (Ped2, Avenue: 25; SHT: 24)
 
 
 @dataclass

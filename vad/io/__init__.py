@@ -7,7 +7,7 @@ resize shared by all backends.
 
 from vad.io.errors import VideoError, VideoOpenError, VideoReadError
 from vad.io.probe import StreamProbe, probe_stream
-from vad.io.source import FileSource, Frame, FrameSource, IterableSource
+from vad.io.source import IMAGE_EXTENSIONS, FileSource, FolderSource, Frame, FrameSource, IterableSource, folder_images
 from vad.io.resize import resize_frames, resize_image, resize_short_side, short_side_size
 from vad.io.video import (
     BACKENDS,
@@ -29,6 +29,9 @@ __all__ = [
     "DEFAULT_FALLBACK",
     "FORWARD_SEEK_GAP",
     "FileSource",
+    "FolderSource",
+    "IMAGE_EXTENSIONS",
+    "folder_images",
     "Frame",
     "FrameSource",
     "IterableSource",

@@ -32,7 +32,17 @@ import numpy as np
 
 from vad.io.video import DEFAULT_FALLBACK, VideoReader, open_video
 
-__all__ = ["FileSource", "Frame", "FrameSource", "IterableSource"]
+__all__ = ["IMAGE_EXTENSIONS", "FileSource", "FolderSource", "Frame", "FrameSource", "IterableSource",
+           "folder_images"]
+
+#: Image files that make a folder a clip of frames (UCSD Ped2, CUHK Avenue, ShanghaiTech layouts).
+IMAGE_EXTENSIONS: tuple[str, ...] = (".tif", ".tiff", ".jpg", ".jpeg", ".png", ".bmp")
+
+
+def folder_images(folder: str | os.PathLike[str]) -> list[str]:
+    """The image files directly in ``folder``, sorted by name (the frame order)."""
+    with os.scandir(folder) as entries:
+        return sorted(e.path for e in entries if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS)
 
 
 @dataclass(frozen=True)
@@ -134,6 +144,59 @@ class FileSource(FrameSource):
 
     def close(self) -> None:
         self._reader.close()
+
+
+class FolderSource(FrameSource):
+    """A folder of frame images (sorted by name) read as a video at ``fps``."""
+
+    def __init__(self, folder: str | os.PathLike[str], fps: float, *, block: int = 16,
+                 source_id: str | None = None) -> None:
+        from vad.io.errors import VideoOpenError
+
+        self.folder = str(folder)
+        self.files = folder_images(folder)
+        if not self.files:
+            raise VideoOpenError(self.folder, "no image frames in this folder")
+        if fps <= 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self._fps = float(fps)
+        self.block = block
+        self.source_id = source_id if source_id is not None else os.path.basename(os.path.normpath(self.folder))
+        self._shape: tuple[int, ...] | None = None
+
+    @property
+    def fps(self) -> float:
+        return self._fps
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.files)
+
+    def _read(self, path: str) -> np.ndarray:
+        import cv2
+
+        from vad.io.errors import VideoReadError
+
+        img = cv2.imread(path, cv2.IMREAD_COLOR)
+        if img is None:
+            raise VideoReadError(self.folder, f"{os.path.basename(path)} is not a readable image")
+        rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        if self._shape is None:
+            self._shape = rgb.shape
+        elif rgb.shape != self._shape:
+            raise VideoReadError(self.folder, f"{os.path.basename(path)} is {rgb.shape[1]}x{rgb.shape[0]}, the "
+                                 f"first frame {self._shape[1]}x{self._shape[0]}")
+        return rgb
+
+    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        for a in range(0, len(self.files), self.block):
+            yield a, np.stack([self._read(f) for f in self.files[a:a + self.block]])
+
+    def __iter__(self) -> Iterator[Frame]:
+        for a, frames in self.blocks():
+            now = time.time()
+            for k in range(len(frames)):
+                yield Frame(a + k, (a + k) / self._fps, now, frames[k])
 
 
 class IterableSource(FrameSource):

@@ -1,0 +1,763 @@
+#!/usr/bin/env python
+"""Label-free, per-camera anomaly detection on real footage: frame AUC per anomaly kind.
+
+What is measured
+----------------
+How well a method that sees only *normal footage of one camera* (no labels) separates planted
+anomalies from normal frames of the same camera. The footage is the real sample camera
+``vtest.avi`` (768x576, 10 fps, 795 frames: a fixed camera over a walkway with pedestrians).
+
+* **Training part** (normal): source frames [0, 400), written as one video
+  (``<out>/train/``). A method may model normality from it and nothing else.
+* **Test clips**: cut from source frames [400, 795) only (clips of 120-160 frames; test clips
+  may overlap each other in the source, never the training part). Every pixel pasted into a
+  test clip also comes from [400, 795): the background model used for cut-outs and textures is
+  the median of test-range frames, the pasted people are cut from test-range frames. Four
+  normal clips and three clips of each anomaly kind, each with its own placement:
+
+  - ``speed`` -- a time warp: over the anomalous range the footage plays 3x faster (every
+    third source frame), then continues at 1x from where the warp left it, so there is no cut
+    at either end; people simply move three times too fast. Ground truth: the warped frames.
+  - ``appearance`` -- a real pedestrian cut out of another test-range moment (a tracked walker:
+    8 consecutive frames of their silhouette with a soft alpha from the background difference,
+    so the legs keep moving; mirrored to face the way it goes), scaled to the perspective size
+    of its row, crossing the whole walkway left to right at 18-24 px/frame, about 4x walking
+    speed and against the scene's mean (leftward) flow. It follows the scene's exposure. Ground
+    truth: every frame in which any of it is in the picture.
+  - ``intrusion`` -- a static, vehicle-sized object: a rectangle of the scene's own texture
+    (the building facade with its windows, the white van from the car park enlarged), shaded
+    top-to-bottom with a dark base, feathered edges, a soft contact shadow, the frame's exposure
+    and fresh per-frame sensor noise (sigma measured on the static background), appearing at
+    one frame and STAYING until the clip's end (7-12 s), occluding walkers behind it. Ground
+    truth: from its appearance to the clip's end.
+
+  The plants are made to carry the footage's own statistics (real texture and grain, soft
+  edges, exposure drift, noise, then the same libx264 crf 18 encode as the normal clips), so
+  no trivial cue -- a flat colour, a hard edge, frozen noise -- gives them away; what is left
+  is what a detector should find: wrong speed, a wrong mover, a thing that is not normally
+  there. Frame ground truth: ``<out>/gt/<id>.npy`` (uint8 0/1, the layout ``vad evaluate
+  --gt`` reads); ``<out>/manifest.json`` lists every clip's kind, source frames, anomalous
+  ranges and placement.
+
+Methods (``--methods``) and scoring
+-----------------------------------
+Each method gives one score per frame of every test clip:
+
+* ``frame_diff`` (baseline, computed here): mean absolute difference between consecutive grey
+  frames downscaled to a 160 px short side; the first frame copies the second's score.
+* ``reference_head``: ``vad score <test> --reference <train>`` -- the current label-free
+  default head (Gaussian + kNN distances on I3D features of the training part); scores from
+  ``<run>/scores/<id>.csv``.
+* ``motion_default``: plain ``vad score --reference <train>``, meant for when the default head
+  gains a motion term; until then it is the same command as ``reference_head`` and is reported
+  as identical when its scores are.
+* ``ctd2gan_minmax`` / ``ctd2gan_calibrated``: ``vad train --head ctd2gan --normal <train>``
+  then ``vad score <test> --head <dir> --set head.score_mode=minmax|calibrated``.
+
+A method is a Python function (frames -> scores) or a list of ``vad`` command templates (see
+``METHODS``); one whose command fails (e.g. an option that does not exist yet) or whose scores
+do not fit the clips is reported as ``not available: <reason>`` and the benchmark goes on.
+
+**Frame AUC per kind**: that kind's anomalous clips pooled with all normal test clips, frames
+concatenated, ``sklearn.metrics.roc_auc_score``; **overall**: all test clips. Caveat: I3D sees
+the default 224 px centre crop of the 256 px-short-side frame, i.e. source x in [132, 636);
+an appearance crossing is partly outside it (``center_crop_frames`` in the manifest counts
+the anomalous frames with the plant inside that crop).
+
+    .venv/bin/python scripts/bench_label_free.py --json runs/bench_label_free.json
+    .venv/bin/python scripts/bench_label_free.py --methods frame_diff --keep
+    .venv/bin/python scripts/bench_label_free.py --build-only --out /tmp/blf   # data only
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import av
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a file: make `vad` importable without installing
+    sys.path.insert(0, str(REPO))
+
+from vad.io import open_video, probe_video  # noqa: E402
+
+FPS = 10
+TRAIN = (0, 400)  # normal training part, source frames [0, 400)
+TEST = (400, 795)  # every test pixel comes from here
+KINDS = ("speed", "appearance", "intrusion")
+BG_STEP = 6  # background median over every 6th test-range frame: enough to erase walkers
+MARKER = ".bench_label_free"  # marks --out as ours, so a rerun may wipe it
+
+# I3D's default view: short side 256, centre crop 224 -> source x in [132, 636), y in [36, 540)
+CROP_X = (132, 636)
+CROP_Y = (36, 540)
+
+
+# --------------------------------------------------------------------------- the plan
+
+@dataclass(frozen=True)
+class Clip:
+    id: str
+    kind: str | None  # None: normal
+    start: int  # first source frame
+    n: int  # frames in the clip
+    place: dict[str, Any] = field(default_factory=dict)
+
+
+# Placements differ per clip (range, row, speed, object, position) so a kind is not one event.
+PLAN: tuple[Clip, ...] = (
+    Clip("normal_1", None, 400, 140),
+    Clip("normal_2", None, 530, 140),
+    Clip("normal_3", None, 655, 140),
+    Clip("normal_4", None, 460, 160),
+    Clip("speed_1", "speed", 400, 140, {"warp": (50, 90), "factor": 3}),
+    Clip("speed_2", "speed", 560, 130, {"warp": (20, 50), "factor": 3}),
+    Clip("speed_3", "speed", 480, 150, {"warp": (95, 135), "factor": 3}),
+    Clip("appearance_1", "appearance", 420, 140, {"enter": 30, "foot_y": 330, "speed": 20}),
+    Clip("appearance_2", "appearance", 600, 150, {"enter": 80, "foot_y": 420, "speed": 24}),
+    Clip("appearance_3", "appearance", 520, 130, {"enter": 55, "foot_y": 275, "speed": 18}),
+    Clip("intrusion_1", "intrusion", 400, 150, {"appear": 40, "object": "facade", "box": (200, 240, 180, 100)}),
+    Clip("intrusion_2", "intrusion", 560, 140, {"appear": 60, "object": "van", "box": (430, 250, 150, 120)}),
+    Clip("intrusion_3", "intrusion", 640, 155, {"appear": 25, "object": "facade_left", "box": (300, 350, 160, 95)}),
+)
+
+# Intrusion textures: (y0, y1, x0, x1) in the background model, mirror, top corner radius
+# (fraction of height: the van's roof is rounded), base darkening (a chassis / skirt).
+OBJECTS: dict[str, dict[str, Any]] = {
+    "facade": {"crop": (20, 100, 440, 575), "mirror": False, "radius": 0.0, "base": 0.12},
+    "van": {"crop": (42, 102, 651, 727), "mirror": True, "radius": 0.18, "base": 0.0},
+    "facade_left": {"crop": (18, 100, 308, 395), "mirror": True, "radius": 0.0, "base": 0.14},
+}
+
+
+# --------------------------------------------------------------------------- video io
+
+def read_frames(path: Path, start: int = 0, stop: int | None = None) -> np.ndarray:
+    with open_video(path) as reader:
+        return reader.read(start, reader.info.n_frames if stop is None else stop)
+
+
+def write_video(path: Path, frames: np.ndarray, preset: str = "medium") -> Path:
+    """libx264 crf 18, 10 fps, original size; every clip (normal or not) goes through the same
+    encode, so compression artefacts are no cue."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.options = {"crf": "18", "preset": preset}
+        for f in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+# --------------------------------------------------------------------------- the scene
+
+@dataclass
+class Person:
+    """A tracked walker: per-frame RGB patches and soft alphas of the same size."""
+    frames: tuple[int, int]  # source range [a, b) the cut-outs come from
+    patches: np.ndarray  # (K, h, w, 3) float32
+    alphas: np.ndarray  # (K, h, w) float32
+    height: int  # the person's own height in px (bbox), for perspective scaling
+
+
+class Scene:
+    """What the plants need to know about the camera, all from test-range frames only."""
+
+    def __init__(self, frames: np.ndarray) -> None:
+        self.frames = frames
+        self.bg_frames = list(range(TEST[0], TEST[1], BG_STEP))
+        # median over time erases walkers: the clean background for cut-outs and textures
+        self.bg = np.median(frames[self.bg_frames], axis=0).astype(np.float32)
+        # exposure drifts by ~5% over the video: measured on the facade (no walkers there)
+        region = (slice(0, 100), slice(300, 600))
+        self.exposure = frames[:, region[0], region[1]].reshape(len(frames), -1).mean(1).astype(np.float32)
+        self.bg_exposure = float(self.bg[region].mean())
+        # sensor/codec temporal noise on static background: std of a frame-to-frame difference / sqrt 2
+        g = frames[TEST[0]:TEST[1]:4, ..., 1].astype(np.float32)
+        d = g[1:] - g[:-1]
+        still = (np.abs(g[1:] - self.bg[..., 1]) < 8) & (np.abs(g[:-1] - self.bg[..., 1]) < 8)
+        self.noise_sigma = float(d[still].std() / np.sqrt(2))
+        self._people: list[Person] | None = None
+
+    # -- people
+
+    def _components(self, t: int) -> list[dict[str, Any]]:
+        diff = np.abs(self.frames[t].astype(np.float32) - self.bg).max(-1)
+        mask = (diff > 30).astype(np.uint8)
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+        n, labels, stats, cents = cv2.connectedComponentsWithStats(mask)
+        comps = []
+        for i in range(1, n):
+            x, y, w, h, area = (int(v) for v in stats[i])
+            comps.append({"i": i, "x": x, "y": y, "w": w, "h": h, "area": area, "c": cents[i], "labels": labels})
+        return comps
+
+    @staticmethod
+    def _walker_like(c: dict[str, Any], comps: list[dict[str, Any]], shape: tuple[int, int]) -> bool:
+        """An upright, person-sized blob, away from the border and from every other blob (a
+        clean cut-out: no tripod, no second person in the patch)."""
+        H, W = shape
+        if not (70 <= c["h"] <= 125 and 18 <= c["w"] <= 55 and 1.8 <= c["h"] / c["w"] <= 4.5):
+            return False
+        if c["area"] < 0.3 * c["w"] * c["h"]:
+            return False
+        m = 12
+        if c["x"] < m or c["y"] < m or c["x"] + c["w"] > W - m or c["y"] + c["h"] > H - m:
+            return False
+        for o in comps:
+            if o is c or o["area"] < 20:
+                continue
+            if (o["x"] < c["x"] + c["w"] + m and o["x"] + o["w"] > c["x"] - m
+                    and o["y"] < c["y"] + c["h"] + m and o["y"] + o["h"] > c["y"] - m):
+                return False
+        return True
+
+    def people(self) -> list[Person]:
+        """Walkers tracked over 8 consecutive test-range frames, in time order, each from a
+        different moment (their source ranges do not overlap)."""
+        if self._people is not None:
+            return self._people
+        K, H, W = 8, self.frames.shape[1], self.frames.shape[2]
+        found: list[Person] = []
+        t = TEST[0]
+        cache: dict[int, list[dict[str, Any]]] = {}
+
+        def comps(u: int) -> list[dict[str, Any]]:
+            if u not in cache:
+                cache[u] = self._components(u)
+            return cache[u]
+
+        while t + K <= TEST[1] and len(found) < 8:
+            track = None
+            for c in comps(t):
+                if not self._walker_like(c, comps(t), (H, W)):
+                    continue
+                seq = [c]
+                for u in range(t + 1, t + K):
+                    prev = seq[-1]
+                    nxt = [o for o in comps(u) if self._walker_like(o, comps(u), (H, W))
+                           and np.hypot(*(o["c"] - prev["c"])) < 10 and 0.7 < o["area"] / prev["area"] < 1.4]
+                    if not nxt:
+                        break
+                    seq.append(min(nxt, key=lambda o: np.hypot(*(o["c"] - prev["c"]))))
+                dx = seq[-1]["c"][0] - seq[0]["c"][0]
+                if len(seq) == K and abs(dx) >= 3:  # a walker (legs move), not someone standing
+                    track = seq
+                    break
+            if track is None:
+                t += 3
+                continue
+            person = self._cut(track, t, mirror=dx < 0)
+            if person is None:
+                t += 3
+                continue
+            found.append(person)
+            t += K + 10  # the next person from a later, separate moment
+        self._people = found
+        return found
+
+    def _cut(self, track: list[dict[str, Any]], t0: int, mirror: bool) -> Person | None:
+        """Fixed-size patches anchored at the feet (5 px above the patch bottom), so the
+        cut-outs of the cycle stand on one line; None when a box leaves the frame."""
+        H, W = self.frames.shape[1:3]
+        bh = max(c["h"] for c in track) + 10
+        bw = max(c["w"] for c in track) + 10
+        patches, alphas = [], []
+        for k, c in enumerate(track):
+            y0 = c["y"] + c["h"] + 5 - bh
+            x0 = c["x"] + c["w"] // 2 - bw // 2
+            if y0 < 0 or x0 < 0 or y0 + bh > H or x0 + bw > W:
+                return None
+            frame = self.frames[t0 + k].astype(np.float32)
+            patch = frame[y0:y0 + bh, x0:x0 + bw]
+            own = (c["labels"][y0:y0 + bh, x0:x0 + bw] == c["i"]).astype(np.uint8)
+            own = cv2.morphologyEx(own, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+            # soft alpha: the silhouette, feathered so the paste has no hard outline
+            alpha = cv2.GaussianBlur(own.astype(np.float32), (0, 0), 1.2)
+            if mirror:  # face the way the paste will move (rightwards)
+                patch, alpha = patch[:, ::-1], alpha[:, ::-1]
+            patches.append(patch)
+            alphas.append(alpha)
+        height = int(np.median([c["h"] for c in track]))
+        return Person((t0, t0 + len(track)), np.stack(patches), np.stack(alphas), height)
+
+    # -- objects
+
+    def object(self, name: str, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+        """(RGB float32 (h, w, 3), alpha (h, w)) of an intrusion object, shaded."""
+        spec = OBJECTS[name]
+        y0, y1, x0, x1 = spec["crop"]
+        tex = self.bg[y0:y1, x0:x1]
+        if spec["mirror"]:
+            tex = tex[:, ::-1]
+        tex = cv2.resize(np.ascontiguousarray(tex), (w, h), interpolation=cv2.INTER_CUBIC)
+        # shading: lit from above, darker towards the ground, a dark base band, darker flanks
+        yy = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None]
+        xx = np.abs(np.linspace(-1.0, 1.0, w, dtype=np.float32))[None, :]
+        shade = (1.06 - 0.28 * yy) * (1.0 - 0.12 * xx ** 6)
+        if spec["base"]:
+            shade = shade * np.where(yy > 1.0 - spec["base"], 0.45, 1.0)
+        obj = np.clip(tex * shade[..., None], 0, 255)
+        alpha = np.ones((h, w), np.float32)
+        r = int(spec["radius"] * h)
+        if r:  # rounded roof corners
+            yy_i, xx_i = np.mgrid[0:r, 0:r]
+            corner = ((r - yy_i) ** 2 + (r - xx_i) ** 2) > r * r
+            alpha[:r, :r][corner] = 0
+            alpha[:r, -r:][corner[:, ::-1]] = 0
+        # feather the outline over ~2 px
+        pad = np.pad(alpha, 4)
+        alpha = cv2.GaussianBlur(pad, (0, 0), 0.9)[4:-4, 4:-4]
+        return obj.astype(np.float32), alpha.astype(np.float32)
+
+
+def blend(frame: np.ndarray, patch: np.ndarray, alpha: np.ndarray, x: int, y: int) -> bool:
+    """Alpha-blend ``patch`` onto float ``frame`` with its top-left at (x, y), clipped to the
+    frame; True when any of it landed in the frame."""
+    H, W = frame.shape[:2]
+    h, w = alpha.shape
+    fx0, fy0, fx1, fy1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
+    if fx0 >= fx1 or fy0 >= fy1:
+        return False
+    a = alpha[fy0 - y:fy1 - y, fx0 - x:fx1 - x, None]
+    if a.max() < 0.05:
+        return False
+    p = patch[fy0 - y:fy1 - y, fx0 - x:fx1 - x]
+    frame[fy0:fy1, fx0:fx1] = a * p + (1 - a) * frame[fy0:fy1, fx0:fx1]
+    return True
+
+
+def person_height(foot_y: int) -> int:
+    """Perspective: walkers measured in vtest are ~72 px tall with feet at y 260, ~104 at 420."""
+    return int(round(20 + 0.2 * foot_y))
+
+
+# --------------------------------------------------------------------------- plants
+
+def plant_speed(scene: Scene, clip: Clip) -> tuple[np.ndarray, np.ndarray, list[list[int]], dict[str, Any]]:
+    a, b = clip.place["warp"]
+    f = clip.place["factor"]
+    src = [clip.start + t if t < a else clip.start + a + f * (t - a) if t < b
+           else clip.start + a + f * (b - a) + (t - b) for t in range(clip.n)]
+    gt = np.zeros(clip.n, np.uint8)
+    gt[a:b] = 1
+    return scene.frames[src].copy(), gt, [[src[0], src[-1] + 1]], {"center_crop_frames": int(b - a)}
+
+
+def plant_appearance(scene: Scene, clip: Clip, person: Person,
+                     ) -> tuple[np.ndarray, np.ndarray, list[list[int]], dict[str, Any]]:
+    H, W = scene.frames.shape[1:3]
+    p = clip.place
+    scale = person_height(p["foot_y"]) / person.height
+    K, ph, pw = person.alphas.shape
+    h, w = max(1, int(round(ph * scale))), max(1, int(round(pw * scale)))
+    patches = [cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA) for x in person.patches]
+    alphas = [cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA) for x in person.alphas]
+    # the person's feet sit ~5 px above the patch bottom (the box had 10 px margin)
+    y = int(p["foot_y"] - h + 5 * scale)
+    out = scene.frames[clip.start:clip.start + clip.n].astype(np.float32)
+    gt = np.zeros(clip.n, np.uint8)
+    in_crop = 0
+    cycle = list(range(K)) + list(range(K - 2, 0, -1))  # ping-pong walking cycle
+    src_exposure = float(scene.exposure[person.frames[0]:person.frames[1]].mean())
+    for t in range(p["enter"], clip.n):
+        x = -w + p["speed"] * (t - p["enter"])
+        if x >= W:
+            break
+        k = cycle[(2 * (t - p["enter"])) % len(cycle)]  # steps at twice the rate: running
+        gain = scene.exposure[clip.start + t] / src_exposure
+        if blend(out[t], np.clip(patches[k] * gain, 0, 255), alphas[k], x, y):
+            gt[t] = 1
+            in_crop += int(x < CROP_X[1] and x + w > CROP_X[0])
+    else:
+        raise ValueError(f"{clip.id}: the crossing does not end within the clip")
+    frames = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    sources = [[clip.start, clip.start + clip.n], list(person.frames)]
+    return frames, gt, sources, {"center_crop_frames": in_crop, "person_frames": list(person.frames),
+                                 "size": [w, h]}
+
+
+def plant_intrusion(scene: Scene, clip: Clip, seed: int,
+                    ) -> tuple[np.ndarray, np.ndarray, list[list[int]], dict[str, Any]]:
+    p = clip.place
+    x, y, w, h = p["box"]
+    obj, alpha = scene.object(p["object"], w, h)
+    # a soft contact shadow on the ground under and slightly right of the object
+    H, W = scene.frames.shape[1:3]
+    shadow = np.zeros((H, W), np.float32)
+    shadow[y + h - 6:min(H, y + h + 8), max(0, x - 4):min(W, x + w + 14)] = 1.0
+    shadow = 1.0 - 0.45 * cv2.GaussianBlur(shadow, (0, 0), 4.0)
+    rng = np.random.default_rng(seed)
+    out = scene.frames[clip.start:clip.start + clip.n].astype(np.float32)
+    for t in range(p["appear"], clip.n):
+        gain = scene.exposure[clip.start + t] / scene.bg_exposure
+        out[t] *= shadow[..., None]
+        noisy = obj * gain + rng.normal(0.0, scene.noise_sigma, obj.shape).astype(np.float32)
+        blend(out[t], np.clip(noisy, 0, 255), alpha, x, y)
+    gt = np.zeros(clip.n, np.uint8)
+    gt[p["appear"]:] = 1
+    visible = x < CROP_X[1] and x + w > CROP_X[0] and y < CROP_Y[1] and y + h > CROP_Y[0]
+    frames = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return frames, gt, [[clip.start, clip.start + clip.n]], {
+        "center_crop_frames": int(gt.sum()) if visible else 0, "texture": list(OBJECTS[p["object"]]["crop"])}
+
+
+# --------------------------------------------------------------------------- build
+
+def build(out: Path, video: Path, preset: str = "medium") -> dict[str, Any]:
+    """Write the training part, the test clips, their ground truth and the manifest."""
+    t0 = time.perf_counter()
+    frames = read_frames(video)
+    if frames.shape[0] < TEST[1]:
+        raise SystemExit(f"{video}: {frames.shape[0]} frames, the benchmark needs {TEST[1]} (is it vtest.avi?)")
+    scene = Scene(frames)
+    train_path = out / "train" / f"cam_normal_{TRAIN[0]:04d}_{TRAIN[1]:04d}.mp4"
+    write_video(train_path, frames[TRAIN[0]:TRAIN[1]], preset)
+    people = scene.people()
+    used_people: set[int] = set()
+    clips: list[dict[str, Any]] = []
+    (out / "gt").mkdir(parents=True, exist_ok=True)
+    for i, clip in enumerate(PLAN):
+        extra: dict[str, Any] = {}
+        if clip.kind is None:
+            data = frames[clip.start:clip.start + clip.n]
+            gt = np.zeros(clip.n, np.uint8)
+            sources = [[clip.start, clip.start + clip.n]]
+        elif clip.kind == "speed":
+            data, gt, sources, extra = plant_speed(scene, clip)
+        elif clip.kind == "appearance":
+            # a walker from a moment outside this clip, and not one already used
+            choice = [j for j, p in enumerate(people) if j not in used_people
+                      and (p.frames[1] <= clip.start or p.frames[0] >= clip.start + clip.n)]
+            choice = choice or [j for j in range(len(people)) if j not in used_people] or list(range(len(people)))
+            if not choice:
+                raise SystemExit("no walker could be cut out of the test range (is the video vtest.avi?)")
+            used_people.add(choice[0])
+            data, gt, sources, extra = plant_appearance(scene, clip, people[choice[0]])
+        elif clip.kind == "intrusion":
+            data, gt, sources, extra = plant_intrusion(scene, clip, seed=i)
+        else:
+            raise ValueError(clip.kind)
+        assert len(data) == len(gt) == clip.n
+        write_video(out / "test" / f"{clip.id}.mp4", data, preset)
+        np.save(out / "gt" / f"{clip.id}.npy", gt)
+        runs = np.flatnonzero(np.diff(np.r_[0, gt, 0]))
+        clips.append({
+            "id": clip.id, "kind": clip.kind or "normal", "video": f"test/{clip.id}.mp4", "gt": f"gt/{clip.id}.npy",
+            "n_frames": clip.n, "source_start": clip.start, "source_frames": sources,
+            "anomalous_ranges": runs.reshape(-1, 2).tolist(), "n_anomalous": int(gt.sum()),
+            "placement": {k: list(v) if isinstance(v, tuple) else v for k, v in clip.place.items()}, **extra,
+        })
+    manifest = {
+        "video": str(video), "fps": FPS, "frame_size": [int(frames.shape[2]), int(frames.shape[1])],
+        "train": {"dir": "train", "videos": [train_path.relative_to(out).as_posix()], "source_frames": [list(TRAIN)]},
+        "test": {"dir": "test", "source_range": list(TEST)},
+        # the median background (cut-outs, intrusion textures) is made of these test-range frames
+        "background_frames": scene.bg_frames,
+        "noise_sigma": round(scene.noise_sigma, 3),
+        "kinds": {
+            "speed": "the footage played 3x faster over the range (time warp, no cut at either end)",
+            "appearance": "a real walker cut from another test-range moment, crossing left to right at ~4x "
+                          "walking speed against the mean flow; gt: frames where it is in the picture",
+            "intrusion": "a vehicle-sized object of the scene's own texture, shaded, with a shadow and noise, "
+                         "appearing at a frame and staying; gt: from its appearance to the clip's end",
+        },
+        "center_crop_x": list(CROP_X),
+        "clips": clips,
+        "build_s": round(time.perf_counter() - t0, 1),
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+# --------------------------------------------------------------------------- methods
+
+def frame_diff(frames: np.ndarray, short_side: int = 160) -> np.ndarray:
+    """Mean |grey[t] - grey[t-1]| at a 160 px short side; frame 0 copies frame 1's score."""
+    h, w = frames.shape[1:3]
+    s = short_side / min(h, w)
+    size = (max(1, int(round(w * s))), max(1, int(round(h * s))))
+    grey = np.stack([cv2.resize(cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY), size,
+                                interpolation=cv2.INTER_AREA) for f in frames]).astype(np.float32)
+    if len(grey) < 2:
+        return np.zeros(len(grey), np.float32)
+    d = np.abs(np.diff(grey, axis=0)).mean(axis=(1, 2))
+    return np.concatenate([d[:1], d]).astype(np.float32)
+
+
+# vad score options every scoring command shares: one process, a feature cache inside --out
+# (the run's clips are new files every build: no point filling the repo's cache with them)
+COMMON = ("--no-progress", "--executor", "local", "--set", "cache.root={cache}", "--ground-truth", "{gt}")
+
+
+@dataclass(frozen=True)
+class Method:
+    """A python function (frames -> per-frame scores), or ``vad`` argument templates run in
+    order, the scores read from ``<scores>/scores/<id>.csv``. Placeholders: {train} {test} {gt}
+    {cache} {run} (this method's folder) {runs} (all methods' folders, to share a trained head)."""
+    name: str
+    about: str
+    fn: Callable[[np.ndarray], np.ndarray] | None = None
+    steps: tuple[tuple[str, ...], ...] = ()
+    scores: str = "{run}"
+    same_as: str | None = None  # report "identical to X" when the scores equal that method's
+    same_note: str = ""
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("frame_diff", "mean |grey diff| of consecutive frames (160 px short side)", fn=frame_diff),
+    Method("reference_head", "vad score --reference <train>: the label-free default head, I3D features",
+           steps=(("score", "{test}", "--reference", "{train}", "--out", "{run}", *COMMON),)),
+    # the default head after it gains motion; the same command until then
+    Method("motion_default", "plain vad score --reference <train> (default head, once it has motion)",
+           steps=(("score", "{test}", "--reference", "{train}", "--out", "{run}", *COMMON),),
+           same_as="reference_head", same_note="the default head has no motion term yet"),
+    Method("ctd2gan_minmax", "vad train --head ctd2gan --normal <train>; score_mode=minmax",
+           steps=(("train", "--head", "ctd2gan", "--normal", "{train}", "--out", "{runs}/ctd2gan_head",
+                   "--no-progress"),
+                  ("score", "{test}", "--head", "{runs}/ctd2gan_head", "--out", "{run}",
+                   "--set", "head.score_mode=minmax", *COMMON))),
+    Method("ctd2gan_calibrated", "vad train --head ctd2gan --normal <train>; score_mode=calibrated",
+           steps=(("train", "--head", "ctd2gan", "--normal", "{train}", "--out", "{runs}/ctd2gan_head",
+                   "--no-progress"),
+                  ("score", "{test}", "--head", "{runs}/ctd2gan_head", "--out", "{run}",
+                   "--set", "head.score_mode=calibrated", *COMMON))),
+)}
+
+
+class NotAvailable(Exception):
+    pass
+
+
+def vad_command() -> list[str]:
+    exe = Path(sys.executable).with_name("vad")
+    if exe.is_file():
+        return [str(exe)]
+    found = shutil.which("vad")
+    return [found] if found else [sys.executable, "-c", "import sys; from pipelines.cli import main; sys.exit(main())"]
+
+
+class Runner:
+    """Runs vad commands; an identical command (e.g. the shared ctd2gan training) runs once."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.done: dict[tuple[str, ...], tuple[int, str, float]] = {}
+        self.log: list[dict[str, Any]] = []
+
+    def __call__(self, argv: list[str]) -> None:
+        key = tuple(argv)
+        shown = "vad " + shlex.join(argv)
+        if key not in self.done:
+            t0 = time.perf_counter()
+            try:
+                proc = subprocess.run([*vad_command(), *argv], capture_output=True, text=True,
+                                      timeout=self.timeout_s, cwd=REPO)
+                rc, err = proc.returncode, (proc.stderr.strip() or proc.stdout.strip())
+            except subprocess.TimeoutExpired:
+                rc, err = -1, f"timed out after {self.timeout_s:g} s"
+            self.done[key] = (rc, err, time.perf_counter() - t0)
+            self.log.append({"command": shown, "rc": rc, "seconds": round(self.done[key][2], 1)})
+        rc, err, _ = self.done[key]
+        if rc != 0:
+            last = next((ln.strip() for ln in reversed(err.splitlines()) if ln.strip()), "")
+            raise NotAvailable(f"`{shown}` exited {rc}: {last[:300]}")
+
+
+def read_scores_csv(path: Path) -> np.ndarray:
+    with path.open(newline="") as fh:
+        return np.array([float(row["score"]) for row in csv.DictReader(fh)], np.float32)
+
+
+def write_scores_csv(path: Path, scores: np.ndarray) -> None:
+    """The `vad score` layout, so `vad evaluate --scores <run>` reads python methods too."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["frame", "time_s", "score"])
+        for i, s in enumerate(scores):
+            w.writerow([i, f"{i / FPS:.4f}", f"{float(s):.6f}"])
+
+
+def python_scores(method: Method, video: Path) -> np.ndarray:
+    assert method.fn is not None
+    frames = read_frames(video)
+    scores = np.asarray(method.fn(frames), np.float32).reshape(-1)
+    if len(scores) != len(frames):
+        raise NotAvailable(f"{method.name} gave {len(scores)} scores for {len(frames)} frames")
+    return scores
+
+
+def run_method(method: Method, out: Path, manifest: dict[str, Any], runner: Runner) -> dict[str, np.ndarray]:
+    run = out / "runs" / method.name
+    clips = manifest["clips"]
+    if method.fn is not None:
+        scores = {c["id"]: python_scores(method, out / c["video"]) for c in clips}
+        for cid, s in scores.items():
+            write_scores_csv(run / "scores" / f"{cid}.csv", s)
+        return scores
+    values = {"train": str(out / "train"), "test": str(out / "test"), "gt": str(out / "gt"),
+              "cache": str(out / "cache"), "run": str(run), "runs": str(out / "runs")}
+    for step in method.steps:
+        runner([a.format(**values) for a in step])
+    folder = Path(method.scores.format(**values)) / "scores"
+    scores = {}
+    for c in clips:
+        path = folder / f"{c['id']}.csv"
+        if not path.is_file():
+            raise NotAvailable(f"no scores for {c['id']} in {folder}")
+        s = read_scores_csv(path)
+        if len(s) != c["n_frames"]:
+            raise NotAvailable(f"{path.name} has {len(s)} scores, the clip {c['n_frames']} frames")
+        scores[c["id"]] = s
+    return scores
+
+
+# --------------------------------------------------------------------------- evaluation
+
+def evaluate(scores: dict[str, np.ndarray], manifest: dict[str, Any], gts: dict[str, np.ndarray]) -> dict[str, Any]:
+    from sklearn.metrics import roc_auc_score
+
+    clips = manifest["clips"]
+    normal = [c["id"] for c in clips if c["kind"] == "normal"]
+    groups = {k: [c["id"] for c in clips if c["kind"] == k] + normal for k in KINDS}
+    groups["overall"] = [c["id"] for c in clips]
+    auc = {}
+    for name, ids in groups.items():
+        y = np.concatenate([gts[i] for i in ids])
+        s = np.concatenate([scores[i] for i in ids])
+        auc[name] = float(roc_auc_score(y, s))
+    per_clip = {}
+    for c in clips:
+        s, g = scores[c["id"]], gts[c["id"]].astype(bool)
+        per_clip[c["id"]] = {"mean": float(s.mean()), "mean_anomalous": float(s[g].mean()) if g.any() else None,
+                             "mean_normal": float(s[~g].mean()) if (~g).any() else None}
+    return {"auc": auc, "per_clip": per_clip}
+
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+    cols = [*KINDS, "overall"]
+    lines = [f"{'frame AUC':<20}" + "".join(f"{c:>12}" for c in cols) + f"{'time':>9}"]
+    for name, r in results.items():
+        head = f"{name:<20}"
+        if r["status"] != "ok":
+            lines.append(head + f"not available: {r['reason']}")
+            continue
+        row = head + "".join(f"{r['auc'][c]:>12.3f}" for c in cols) + f"{r['seconds']:>8.1f}s"
+        if r.get("note"):
+            row += f"  ({r['note']})"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main
+
+def prepare_out(out: Path) -> None:
+    """Start from an empty --out: stale clips or runs would mix into the numbers. Only a folder
+    this script made (its marker) or an empty one is ever wiped."""
+    if out.exists() and any(out.iterdir()):
+        if not (out / MARKER).is_file():
+            raise SystemExit(f"refusing to empty {out}: not made by this script (no {MARKER}); pick another --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by scripts/bench_label_free.py; rerunning it wipes this folder\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench_label_free",
+                    help="benchmark folder (wiped and rebuilt)")
+    ap.add_argument("--json", type=Path, help="write every number here")
+    ap.add_argument("--methods", default=",".join(METHODS),
+                    help=f"comma-separated subset of: {', '.join(METHODS)}")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the videos and the feature cache (default: delete them at the end; "
+                         "manifest, gt and the methods' scores stay)")
+    ap.add_argument("--build-only", action="store_true", help="build the benchmark data, score nothing")
+    ap.add_argument("--video", type=Path, default=REPO / "data" / "samples" / "vtest.avi")
+    ap.add_argument("--preset", default="medium", help="libx264 preset (crf 18 either way; faster for tests)")
+    ap.add_argument("--timeout", type=float, default=3600, help="seconds per vad command")
+    args = ap.parse_args(argv)
+    names = [n.strip() for n in args.methods.split(",") if n.strip()]
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        ap.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    if not args.video.is_file():
+        raise SystemExit(f"{args.video} is missing: run `vad assets fetch`")
+    out = args.out.resolve()
+    prepare_out(out)
+    t0 = time.perf_counter()
+    manifest = build(out, args.video.resolve(), args.preset)
+    kinds = {k: sum(c["kind"] == k for c in manifest["clips"]) for k in ("normal", *KINDS)}
+    print(f"built {out}: training part frames [{TRAIN[0]}, {TRAIN[1]}), {len(manifest['clips'])} test clips "
+          f"({', '.join(f'{v} {k}' for k, v in kinds.items())}) in {manifest['build_s']:.1f} s")
+    if args.build_only:
+        return 0
+
+    gts = {c["id"]: np.load(out / c["gt"]) for c in manifest["clips"]}
+    runner = Runner(args.timeout)
+    results: dict[str, dict[str, Any]] = {}
+    all_scores: dict[str, dict[str, np.ndarray]] = {}
+    for name in names:
+        method = METHODS[name]
+        n_logged = len(runner.log)
+        t = time.perf_counter()
+        try:
+            scores = run_method(method, out, manifest, runner)
+            r: dict[str, Any] = {"status": "ok", **evaluate(scores, manifest, gts)}
+            all_scores[name] = scores
+            twin = all_scores.get(method.same_as or "")
+            if twin is not None and all(np.allclose(scores[i], twin[i], atol=1e-6) for i in scores):
+                r["note"] = f"identical to {method.same_as}: {method.same_note}"
+        except NotAvailable as e:
+            r = {"status": "not available", "reason": str(e)}
+        except Exception as e:  # a method's own bug must not take the other methods down
+            r = {"status": "not available", "reason": f"{type(e).__name__}: {e}"}
+        r["seconds"] = round(time.perf_counter() - t, 1)
+        r["about"] = method.about
+        r["commands"] = [c["command"] for c in runner.log[n_logged:]] or (
+            ["(same commands as above, run once)"] if method.steps else ["(python, in this script)"])
+        results[name] = r
+        print(f"  {name}: {r['status']} in {r['seconds']:.1f} s", flush=True)
+
+    print()
+    print(table(results))
+    print(f"\nnormal test clips: {kinds['normal']}; anomalous clips per kind: "
+          + ", ".join(f"{k} {kinds[k]}" for k in KINDS))
+    print("\ncommands:")
+    for entry in runner.log:
+        print(f"  [{entry['seconds']:>6.1f} s, rc {entry['rc']}] {entry['command']}")
+    wall = round(time.perf_counter() - t0, 1)
+    print(f"\nbuild {manifest['build_s']:.1f} s, total {wall:.1f} s; benchmark in {out}")
+    if not args.keep:  # the bulky parts; manifest, gt and every method's scores stay
+        for sub in ("train", "test", "cache"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+    if args.json:
+        summary = {"methods": results, "commands": runner.log, "build_s": manifest["build_s"], "wall_s": wall,
+                   "clip_counts": kinds, "manifest": manifest, "out": str(out),
+                   "cpu_count": os.cpu_count()}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summary, indent=1, default=str) + "\n")
+        print(f"numbers: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
