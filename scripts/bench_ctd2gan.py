@@ -15,8 +15,9 @@ Measured, per device (CPU always; CUDA too with ``--device cuda`` when it is ava
 
 Timing: every model is warmed up (``--warmup`` calls), then the timed calls are split into
 ``--rounds`` rounds that alternate CT-D2GAN and the baseline, so load from other processes hits
-both sides of a ratio; each number is the median of the per-round rates (all rounds go to
-``--json``). CUDA timings synchronise the device around every round.
+both sides of a ratio. Rates are the medians of the per-round rates; ratios are the medians of
+the per-round ratios (paired, so they need not equal the quotient of the two medians). All
+rounds go to ``--json``. CUDA timings synchronise the device around every round.
 
 The baseline takes the same past frames stacked on the channel axis (``past_frames * channels``
 input channels); its encoder has ``depth`` stride-2 blocks of two 3x3 convolutions, its decoder
@@ -154,9 +155,11 @@ def interleaved_rates(fns: dict[str, Callable[[int], None]], n: int, units_per_c
 
 
 def summarise(rates: dict[str, list[float]]) -> dict[str, Any]:
-    """Median of the per-round rates (robust to a stray slow round), the ratio and the rounds."""
+    """Median per-round rate of each model (robust to a stray slow round) and the paired ratio:
+    the median of the per-round CT-D2GAN / baseline ratios, each from back-to-back timings, so
+    load that comes and goes between rounds cancels out of it."""
     out: dict[str, Any] = {name: statistics.median(r) for name, r in rates.items()}
-    out["ratio"] = out["ctd2gan"] / out["baseline"]
+    out["ratio"] = statistics.median(a / b for a, b in zip(rates["ctd2gan"], rates["baseline"]))
     out["rounds"] = rates
     return out
 
@@ -261,7 +264,7 @@ def report(results: dict) -> str:
         f"width {c['width']}, depth {c['depth']}",
         f"training: batch {r['batch_size']}, {r['iters']} timed iterations after {r['warmup']} warm-up; "
         f"scoring: {r['frames']} frames at batch 1, {r['archive_frames']} at batch {ARCHIVE_BATCH}; "
-        f"timed in up to {r['rounds']} rounds alternating the two models, median round rate shown",
+        f"timed in up to {r['rounds']} rounds alternating the two models: median round rates, median round ratios",
         f"machine: CPU {m['cpu_model']} (avx512f: {'yes' if m['avx512f'] else 'no'}), torch {m['torch']}, "
         f"{m['torch_threads']} torch threads" + (f", GPU {m['gpu']}" if m["gpu"] else ""),
         f"parameters: CT-D2GAN generator {p['ctd2gan_generator']:,} (with both discriminators "
@@ -302,7 +305,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--frames", type=int, default=None, help="scored frames (default 64; quick 16)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed warm-up calls (default 3; quick 1)")
     ap.add_argument("--rounds", type=int, default=None,
-                    help="timed rounds the calls are split into, alternating the two models (default 4; quick 2)")
+                    help="timed rounds the calls are split into, alternating the two models (default 8; quick 2)")
     ap.add_argument("--batch-size", type=int, default=8, help="training batch (clips)")
     ap.add_argument("--size", type=int, default=None, help=f"frame side (default {DEFAULT_SIZE}; quick 64)")
     ap.add_argument("--past-frames", type=int, default=CTD2GANConfig.past_frames)
@@ -312,7 +315,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="size 64, fewer iterations and frames")
     ap.add_argument("--json", type=Path, default=None, help="write every number here")
     args = ap.parse_args(argv)
-    for name, full, quick in (("iters", 20, 5), ("frames", 64, 16), ("warmup", 3, 1), ("rounds", 4, 2), ("size", DEFAULT_SIZE, 64)):
+    defaults = (("iters", 20, 5), ("frames", 64, 16), ("warmup", 3, 1), ("rounds", 8, 2), ("size", DEFAULT_SIZE, 64))
+    for name, full, quick in defaults:
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
     for name in ("iters", "frames", "batch_size", "rounds"):

@@ -129,17 +129,19 @@ PLAN: tuple[Clip, ...] = (
     Clip("appearance_1", "appearance", 420, 140, {"enter": 30, "foot_y": 330, "speed": 20}),
     Clip("appearance_2", "appearance", 600, 150, {"enter": 80, "foot_y": 420, "speed": 24}),
     Clip("appearance_3", "appearance", 520, 130, {"enter": 55, "foot_y": 275, "speed": 18}),
-    Clip("intrusion_1", "intrusion", 400, 150, {"appear": 40, "object": "facade", "box": (200, 240, 180, 100)}),
-    Clip("intrusion_2", "intrusion", 560, 140, {"appear": 60, "object": "van", "box": (430, 250, 150, 120)}),
-    Clip("intrusion_3", "intrusion", 640, 155, {"appear": 25, "object": "facade_left", "box": (300, 350, 160, 95)}),
+    Clip("intrusion_1", "intrusion", 400, 150, {"appear": 40, "object": "facade", "box": (220, 160, 170, 95)}),
+    Clip("intrusion_2", "intrusion", 560, 140, {"appear": 60, "object": "van", "box": (460, 225, 150, 134)}),
+    Clip("intrusion_3", "intrusion", 640, 155, {"appear": 25, "object": "facade_left", "box": (480, 340, 150, 95)}),
 )
 
-# Intrusion textures: (y0, y1, x0, x1) in the background model, mirror, top corner radius
-# (fraction of height: the van's roof is rounded), base darkening (a chassis / skirt).
+# Intrusion textures: crop (y0, y1, x0, x1) of the background model, mirrored or not, outline
+# ("box": the whole rectangle; "bright": the convex hull of the largest bright, grey blob -- the
+# van's body, not the wall behind it -- extended down over the wheels), base darkening (the
+# fraction of the height at the bottom darkened: a chassis / skirt).
 OBJECTS: dict[str, dict[str, Any]] = {
-    "facade": {"crop": (20, 100, 440, 575), "mirror": False, "radius": 0.0, "base": 0.12},
-    "van": {"crop": (42, 102, 651, 727), "mirror": True, "radius": 0.18, "base": 0.0},
-    "facade_left": {"crop": (18, 100, 308, 395), "mirror": True, "radius": 0.0, "base": 0.14},
+    "facade": {"crop": (20, 100, 440, 575), "mirror": False, "outline": "box", "base": 0.12},
+    "van": {"crop": (36, 106, 645, 724), "mirror": True, "outline": "bright", "base": 0.0},
+    "facade_left": {"crop": (18, 100, 308, 395), "mirror": True, "outline": "box", "base": 0.14},
 }
 
 
@@ -183,21 +185,23 @@ class Scene:
         self.bg_frames = list(range(TEST[0], TEST[1], BG_STEP))
         # median over time erases walkers: the clean background for cut-outs and textures
         self.bg = np.median(frames[self.bg_frames], axis=0).astype(np.float32)
+        self.bg_u8 = np.rint(self.bg).astype(np.uint8)
         # exposure drifts by ~5% over the video: measured on the facade (no walkers there)
         region = (slice(0, 100), slice(300, 600))
         self.exposure = frames[:, region[0], region[1]].reshape(len(frames), -1).mean(1).astype(np.float32)
         self.bg_exposure = float(self.bg[region].mean())
         # sensor/codec temporal noise on static background: std of a frame-to-frame difference / sqrt 2
-        g = frames[TEST[0]:TEST[1]:4, ..., 1].astype(np.float32)
-        d = g[1:] - g[:-1]
-        still = (np.abs(g[1:] - self.bg[..., 1]) < 8) & (np.abs(g[:-1] - self.bg[..., 1]) < 8)
+        pairs = np.arange(TEST[0], TEST[1] - 1, 8)  # consecutive pairs: no drift between them
+        g0, g1 = (frames[pairs + k, ..., 1].astype(np.float32) for k in (0, 1))
+        d = g1 - g0
+        still = (np.abs(g1 - self.bg[..., 1]) < 8) & (np.abs(g0 - self.bg[..., 1]) < 8)
         self.noise_sigma = float(d[still].std() / np.sqrt(2))
         self._people: list[Person] | None = None
 
     # -- people
 
     def _components(self, t: int) -> list[dict[str, Any]]:
-        diff = np.abs(self.frames[t].astype(np.float32) - self.bg).max(-1)
+        diff = cv2.absdiff(self.frames[t], self.bg_u8).max(-1)
         mask = (diff > 30).astype(np.uint8)
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
         mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
@@ -284,12 +288,18 @@ class Scene:
             x0 = c["x"] + c["w"] // 2 - bw // 2
             if y0 < 0 or x0 < 0 or y0 + bh > H or x0 + bw > W:
                 return None
-            frame = self.frames[t0 + k].astype(np.float32)
-            patch = frame[y0:y0 + bh, x0:x0 + bw]
-            own = (c["labels"][y0:y0 + bh, x0:x0 + bw] == c["i"]).astype(np.uint8)
-            own = cv2.morphologyEx(own, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
-            # soft alpha: the silhouette, feathered so the paste has no hard outline
-            alpha = cv2.GaussianBlur(own.astype(np.float32), (0, 0), 1.2)
+            patch = self.frames[t0 + k, y0:y0 + bh, x0:x0 + bw].astype(np.float32)
+            diff = np.abs(patch - self.bg[y0:y0 + bh, x0:x0 + bw]).max(-1)
+            # the blob was closed for labelling, which bridges the gap between the legs: keep only
+            # what differs from the background near it (the road between the legs stays behind)
+            near = cv2.dilate((c["labels"][y0:y0 + bh, x0:x0 + bw] == c["i"]).astype(np.uint8), np.ones((3, 3)))
+            raw = cv2.morphologyEx(((diff > 30) & (near > 0)).astype(np.uint8), cv2.MORPH_CLOSE,
+                                   np.ones((3, 3), np.uint8))
+            # opaque core (no holes where a coat matches the road), soft rim from the difference,
+            # feathered: no hard outline, no halo of the source background
+            core = cv2.GaussianBlur(cv2.erode(raw, np.ones((3, 3), np.uint8)).astype(np.float32), (0, 0), 1.0)
+            rim = np.clip((diff - 12.0) / 30.0, 0.0, 1.0) * near
+            alpha = cv2.GaussianBlur(np.maximum(core, rim).astype(np.float32), (0, 0), 0.7)
             if mirror:  # face the way the paste will move (rightwards)
                 patch, alpha = patch[:, ::-1], alpha[:, ::-1]
             patches.append(patch)
@@ -315,12 +325,19 @@ class Scene:
             shade = shade * np.where(yy > 1.0 - spec["base"], 0.45, 1.0)
         obj = np.clip(tex * shade[..., None], 0, 255)
         alpha = np.ones((h, w), np.float32)
-        r = int(spec["radius"] * h)
-        if r:  # rounded roof corners
-            yy_i, xx_i = np.mgrid[0:r, 0:r]
-            corner = ((r - yy_i) ** 2 + (r - xx_i) ** 2) > r * r
-            alpha[:r, :r][corner] = 0
-            alpha[:r, -r:][corner[:, ::-1]] = 0
+        if spec["outline"] == "bright":
+            c = cv2.resize(np.ascontiguousarray(self.bg[y0:y1, x0:x1][:, ::-1] if spec["mirror"]
+                                                else self.bg[y0:y1, x0:x1]), (w, h))
+            body = ((c.mean(-1) > 140) & (c.max(-1) - c.min(-1) < 45)).astype(np.uint8)
+            n, labels, stats, _ = cv2.connectedComponentsWithStats(body)
+            if n < 2:
+                raise ValueError(f"object {name}: no bright body in the texture")
+            blob = (labels == 1 + int(np.argmax(stats[1:, 4]))).astype(np.uint8)
+            hull = np.zeros_like(blob)
+            cv2.fillConvexPoly(hull, cv2.convexHull(cv2.findNonZero(blob)), 1)
+            drop = int(0.14 * h)  # the wheels and the shade under the body
+            alpha = np.maximum(hull, np.pad(hull, ((drop, 0), (0, 0)))[:h]).astype(np.float32)
+            alpha = cv2.erode(alpha, np.ones((3, 3), np.uint8))
         # feather the outline over ~2 px
         pad = np.pad(alpha, 4)
         alpha = cv2.GaussianBlur(pad, (0, 0), 0.9)[4:-4, 4:-4]
@@ -328,8 +345,9 @@ class Scene:
 
 
 def blend(frame: np.ndarray, patch: np.ndarray, alpha: np.ndarray, x: int, y: int) -> bool:
-    """Alpha-blend ``patch`` onto float ``frame`` with its top-left at (x, y), clipped to the
-    frame; True when any of it landed in the frame."""
+    """Alpha-blend float ``patch`` onto the uint8 ``frame`` in place, top-left at (x, y),
+    clipped to the frame (only the covered region is touched: whole float clips are slow);
+    True when any of it landed in the frame."""
     H, W = frame.shape[:2]
     h, w = alpha.shape
     fx0, fy0, fx1, fy1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
@@ -339,7 +357,8 @@ def blend(frame: np.ndarray, patch: np.ndarray, alpha: np.ndarray, x: int, y: in
     if a.max() < 0.05:
         return False
     p = patch[fy0 - y:fy1 - y, fx0 - x:fx1 - x]
-    frame[fy0:fy1, fx0:fx1] = a * p + (1 - a) * frame[fy0:fy1, fx0:fx1]
+    region = frame[fy0:fy1, fx0:fx1].astype(np.float32)
+    frame[fy0:fy1, fx0:fx1] = np.clip(np.rint(a * p + (1 - a) * region), 0, 255).astype(np.uint8)
     return True
 
 
@@ -371,7 +390,7 @@ def plant_appearance(scene: Scene, clip: Clip, person: Person,
     alphas = [cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA) for x in person.alphas]
     # the person's feet sit ~5 px above the patch bottom (the box had 10 px margin)
     y = int(p["foot_y"] - h + 5 * scale)
-    out = scene.frames[clip.start:clip.start + clip.n].astype(np.float32)
+    out = scene.frames[clip.start:clip.start + clip.n].copy()
     gt = np.zeros(clip.n, np.uint8)
     in_crop = 0
     cycle = list(range(K)) + list(range(K - 2, 0, -1))  # ping-pong walking cycle
@@ -382,14 +401,13 @@ def plant_appearance(scene: Scene, clip: Clip, person: Person,
             break
         k = cycle[(2 * (t - p["enter"])) % len(cycle)]  # steps at twice the rate: running
         gain = scene.exposure[clip.start + t] / src_exposure
-        if blend(out[t], np.clip(patches[k] * gain, 0, 255), alphas[k], x, y):
+        if blend(out[t], patches[k] * gain, alphas[k], x, y):
             gt[t] = 1
             in_crop += int(x < CROP_X[1] and x + w > CROP_X[0])
     else:
         raise ValueError(f"{clip.id}: the crossing does not end within the clip")
-    frames = np.clip(np.rint(out), 0, 255).astype(np.uint8)
     sources = [[clip.start, clip.start + clip.n], list(person.frames)]
-    return frames, gt, sources, {"center_crop_frames": in_crop, "person_frames": list(person.frames),
+    return out, gt, sources, {"center_crop_frames": in_crop, "person_frames": list(person.frames),
                                  "size": [w, h]}
 
 
@@ -400,21 +418,21 @@ def plant_intrusion(scene: Scene, clip: Clip, seed: int,
     obj, alpha = scene.object(p["object"], w, h)
     # a soft contact shadow on the ground under and slightly right of the object
     H, W = scene.frames.shape[1:3]
-    shadow = np.zeros((H, W), np.float32)
-    shadow[y + h - 6:min(H, y + h + 8), max(0, x - 4):min(W, x + w + 14)] = 1.0
-    shadow = 1.0 - 0.45 * cv2.GaussianBlur(shadow, (0, 0), 4.0)
+    sy0, sy1, sx0, sx1 = max(0, y + h - 20), min(H, y + h + 22), max(0, x - 16), min(W, x + w + 26)
+    shadow = np.zeros((sy1 - sy0, sx1 - sx0), np.float32)
+    shadow[y + h - 6 - sy0:y + h + 8 - sy0, x - 4 - sx0:x + w + 14 - sx0] = 1.0
+    shadow = (1.0 - 0.45 * cv2.GaussianBlur(shadow, (0, 0), 4.0))[..., None]
     rng = np.random.default_rng(seed)
-    out = scene.frames[clip.start:clip.start + clip.n].astype(np.float32)
+    out = scene.frames[clip.start:clip.start + clip.n].copy()
     for t in range(p["appear"], clip.n):
         gain = scene.exposure[clip.start + t] / scene.bg_exposure
-        out[t] *= shadow[..., None]
+        out[t, sy0:sy1, sx0:sx1] = np.rint(out[t, sy0:sy1, sx0:sx1] * shadow).astype(np.uint8)
         noisy = obj * gain + rng.normal(0.0, scene.noise_sigma, obj.shape).astype(np.float32)
-        blend(out[t], np.clip(noisy, 0, 255), alpha, x, y)
+        blend(out[t], noisy, alpha, x, y)
     gt = np.zeros(clip.n, np.uint8)
     gt[p["appear"]:] = 1
     visible = x < CROP_X[1] and x + w > CROP_X[0] and y < CROP_Y[1] and y + h > CROP_Y[0]
-    frames = np.clip(np.rint(out), 0, 255).astype(np.uint8)
-    return frames, gt, [[clip.start, clip.start + clip.n]], {
+    return out, gt, [[clip.start, clip.start + clip.n]], {
         "center_crop_frames": int(gt.sum()) if visible else 0, "texture": list(OBJECTS[p["object"]]["crop"])}
 
 

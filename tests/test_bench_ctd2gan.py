@@ -41,8 +41,10 @@ def test_bench_ctd2gan_tiny(tmp_path: Path) -> None:
         numbers = cpu[key]
         for name in ("ctd2gan", "baseline", "ratio"):
             assert numbers[name] > 0, (key, name, numbers)
-        assert abs(numbers["ratio"] - numbers["ctd2gan"] / numbers["baseline"]) < 1e-9
+        rounds = numbers["rounds"]
+        paired = sorted(x / y for x, y in zip(rounds["ctd2gan"], rounds["baseline"]))
+        assert paired[0] - 1e-9 <= numbers["ratio"] <= paired[-1] + 1e-9  # the median of the round ratios
         for name in ("ctd2gan", "baseline"):  # --quick: 2 rounds, fewer when there are fewer calls
-            assert 1 <= len(numbers["rounds"][name]) <= 2 and min(numbers["rounds"][name]) > 0
+            assert 1 <= len(rounds[name]) <= 2 and min(rounds[name]) > 0
     assert results["keeps_up_10fps"]["cpu"] == (cpu["score_fps_batch1"]["ctd2gan"] >= 10)
     assert results["measured_at_default_size"] is False
