@@ -54,7 +54,7 @@ class FrameHeadConfig:
 
 @dataclass
 class FrameTrainLoop:
-    iterations: int = 1500
+    iterations: int = 400
     batch_size: int = 8
     lr_g: float = 2e-4
     lr_d: float = 2e-5

@@ -293,6 +293,12 @@ class Scene:
             # the blob was closed for labelling, which bridges the gap between the legs: keep only
             # what differs from the background near it (the road between the legs stays behind)
             near = cv2.dilate((c["labels"][y0:y0 + bh, x0:x0 + bw] == c["i"]).astype(np.uint8), np.ones((3, 3)))
+            # the walker's own shadow on the road (a darker road, same hue) would paste as a grey
+            # halo round the feet on grass: left out, in the bottom fifth of the patch only
+            ratio = patch / (self.bg[y0:y0 + bh, x0:x0 + bw] + 1.0)
+            shadow = (ratio.max(-1) < 0.97) & (ratio.min(-1) > 0.35) & (ratio.max(-1) - ratio.min(-1) < 0.12)
+            shadow[: int(0.8 * bh)] = False
+            near[shadow] = 0
             raw = cv2.morphologyEx(((diff > 30) & (near > 0)).astype(np.uint8), cv2.MORPH_CLOSE,
                                    np.ones((3, 3), np.uint8))
             # opaque core (no holes where a coat matches the road), soft rim from the difference,
