@@ -82,7 +82,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 import av
 import cv2
@@ -129,9 +129,11 @@ PLAN: tuple[Clip, ...] = (
     Clip("appearance_1", "appearance", 420, 140, {"enter": 30, "foot_y": 330, "speed": 20}),
     Clip("appearance_2", "appearance", 600, 150, {"enter": 80, "foot_y": 420, "speed": 24}),
     Clip("appearance_3", "appearance", 520, 130, {"enter": 55, "foot_y": 275, "speed": 18}),
-    Clip("intrusion_1", "intrusion", 400, 150, {"appear": 40, "object": "facade", "box": (220, 160, 170, 95)}),
-    Clip("intrusion_2", "intrusion", 560, 140, {"appear": 60, "object": "van", "box": (460, 225, 150, 134)}),
-    Clip("intrusion_3", "intrusion", 640, 155, {"appear": 25, "object": "facade_left", "box": (480, 340, 150, 95)}),
+    # boxes (x, y, w, h) on the walkway, inside I3D's centre crop, clear of the lamp post and the
+    # tripod (an object behind them would have to be occluded by them)
+    Clip("intrusion_1", "intrusion", 400, 150, {"appear": 40, "object": "facade", "box": (170, 160, 160, 90)}),
+    Clip("intrusion_2", "intrusion", 560, 140, {"appear": 60, "object": "van", "box": (290, 205, 130, 116)}),
+    Clip("intrusion_3", "intrusion", 640, 155, {"appear": 25, "object": "facade_left", "box": (480, 200, 150, 92)}),
 )
 
 # Intrusion textures: crop (y0, y1, x0, x1) of the background model, mirrored or not, outline
@@ -152,18 +154,28 @@ def read_frames(path: Path, start: int = 0, stop: int | None = None) -> np.ndarr
         return reader.read(start, reader.info.n_frames if stop is None else stop)
 
 
-def write_video(path: Path, frames: np.ndarray, preset: str = "medium") -> Path:
+def write_video(path: Path, frames: Iterable[np.ndarray], preset: str = "medium") -> int:
     """libx264 crf 18, 10 fps, original size; every clip (normal or not) goes through the same
-    encode, so compression artefacts are no cue."""
+    encode, so compression artefacts are no cue. Returns the number of frames written."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.pix_fmt = "yuv420p"
         stream.options = {"crf": "18", "preset": preset}
         for f in frames:
+            if n == 0:
+                stream.width, stream.height = f.shape[1], f.shape[0]
             container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")))
+            n += 1
         container.mux(stream.encode())
-    return path
+    return n
+
+
+def chanmax(img: np.ndarray) -> np.ndarray:
+    """Per-pixel max over the colour channels (cv2: ~15x faster than ndarray.max(-1))."""
+    b, g, r = cv2.split(img)
+    return cv2.max(cv2.max(b, g), r)
 
 
 # --------------------------------------------------------------------------- the scene
@@ -201,7 +213,7 @@ class Scene:
     # -- people
 
     def _components(self, t: int) -> list[dict[str, Any]]:
-        diff = cv2.absdiff(self.frames[t], self.bg_u8).max(-1)
+        diff = chanmax(cv2.absdiff(self.frames[t], self.bg_u8))
         mask = (diff > 30).astype(np.uint8)
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
         mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
@@ -265,7 +277,7 @@ class Scene:
                     track = seq
                     break
             if track is None:
-                t += 3
+                t += 4
                 continue
             person = self._cut(track, t, mirror=dx < 0)
             if person is None:
@@ -375,18 +387,34 @@ def person_height(foot_y: int) -> int:
 
 # --------------------------------------------------------------------------- plants
 
-def plant_speed(scene: Scene, clip: Clip) -> tuple[np.ndarray, np.ndarray, list[list[int]], dict[str, Any]]:
+@dataclass
+class Planted:
+    """A clip's frames (lazy: planted one at a time while the encoder takes them, so no
+    clip-sized copy is made), its ground truth, the source frames its pixels come from, and
+    facts for the manifest (filled in while the frames are produced)."""
+    frames: Iterator[np.ndarray]
+    gt: np.ndarray
+    sources: list[list[int]]
+    extra: dict[str, Any]
+
+
+def plant_normal(scene: Scene, clip: Clip) -> Planted:
+    return Planted(iter(scene.frames[clip.start:clip.start + clip.n]), np.zeros(clip.n, np.uint8),
+                   [[clip.start, clip.start + clip.n]], {})
+
+
+def plant_speed(scene: Scene, clip: Clip) -> Planted:
     a, b = clip.place["warp"]
     f = clip.place["factor"]
+    # 1x up to a, every f-th frame over [a, b), then 1x again from where the warp left off
     src = [clip.start + t if t < a else clip.start + a + f * (t - a) if t < b
            else clip.start + a + f * (b - a) + (t - b) for t in range(clip.n)]
     gt = np.zeros(clip.n, np.uint8)
     gt[a:b] = 1
-    return scene.frames[src].copy(), gt, [[src[0], src[-1] + 1]], {"center_crop_frames": int(b - a)}
+    return Planted((scene.frames[i] for i in src), gt, [[src[0], src[-1] + 1]], {"center_crop_frames": int(b - a)})
 
 
-def plant_appearance(scene: Scene, clip: Clip, person: Person,
-                     ) -> tuple[np.ndarray, np.ndarray, list[list[int]], dict[str, Any]]:
+def plant_appearance(scene: Scene, clip: Clip, person: Person) -> Planted:
     H, W = scene.frames.shape[1:3]
     p = clip.place
     scale = person_height(p["foot_y"]) / person.height
@@ -394,52 +422,88 @@ def plant_appearance(scene: Scene, clip: Clip, person: Person,
     h, w = max(1, int(round(ph * scale))), max(1, int(round(pw * scale)))
     patches = [cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA) for x in person.patches]
     alphas = [cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA) for x in person.alphas]
-    # the person's feet sit ~5 px above the patch bottom (the box had 10 px margin)
-    y = int(p["foot_y"] - h + 5 * scale)
-    out = scene.frames[clip.start:clip.start + clip.n].copy()
+    y = int(p["foot_y"] - h + 5 * scale)  # the feet sit 5 (scaled) px above the patch bottom
+    cycle = list(range(K)) + list(range(K - 2, 0, -1))  # ping-pong walking cycle
+    steps: dict[int, tuple[int, int]] = {}  # frame -> (cut-out, x)
     gt = np.zeros(clip.n, np.uint8)
     in_crop = 0
-    cycle = list(range(K)) + list(range(K - 2, 0, -1))  # ping-pong walking cycle
-    src_exposure = float(scene.exposure[person.frames[0]:person.frames[1]].mean())
     for t in range(p["enter"], clip.n):
         x = -w + p["speed"] * (t - p["enter"])
         if x >= W:
             break
         k = cycle[(2 * (t - p["enter"])) % len(cycle)]  # steps at twice the rate: running
-        gain = scene.exposure[clip.start + t] / src_exposure
-        if blend(out[t], patches[k] * gain, alphas[k], x, y):
+        c0, c1 = max(0, -x), min(w, W - x)
+        if c0 < c1 and alphas[k][:, c0:c1].max() >= 0.05:  # any of it in the picture
+            steps[t] = (k, x)
             gt[t] = 1
             in_crop += int(x < CROP_X[1] and x + w > CROP_X[0])
     else:
         raise ValueError(f"{clip.id}: the crossing does not end within the clip")
-    sources = [[clip.start, clip.start + clip.n], list(person.frames)]
-    return out, gt, sources, {"center_crop_frames": in_crop, "person_frames": list(person.frames),
-                                 "size": [w, h]}
+    src_exposure = float(scene.exposure[person.frames[0]:person.frames[1]].mean())
+
+    def frames() -> Iterator[np.ndarray]:
+        for t in range(clip.n):
+            frame = scene.frames[clip.start + t]
+            if t in steps:
+                k, x = steps[t]
+                frame = frame.copy()
+                blend(frame, patches[k] * (scene.exposure[clip.start + t] / src_exposure), alphas[k], x, y)
+            yield frame
+
+    return Planted(frames(), gt, [[clip.start, clip.start + clip.n], list(person.frames)],
+                   {"center_crop_frames": in_crop, "person_frames": list(person.frames), "size": [w, h]})
 
 
-def plant_intrusion(scene: Scene, clip: Clip, seed: int,
-                    ) -> tuple[np.ndarray, np.ndarray, list[list[int]], dict[str, Any]]:
+def plant_intrusion(scene: Scene, clip: Clip, seed: int) -> Planted:
     p = clip.place
     x, y, w, h = p["box"]
     obj, alpha = scene.object(p["object"], w, h)
-    # a soft contact shadow on the ground under and slightly right of the object
     H, W = scene.frames.shape[1:3]
-    sy0, sy1, sx0, sx1 = max(0, y + h - 20), min(H, y + h + 22), max(0, x - 16), min(W, x + w + 26)
+    # a soft contact shadow on the ground under (and slightly right of) the object's footprint
+    rows, cols = np.nonzero(alpha > 0.5)
+    bottom, left, right = y + int(rows.max()), x + int(cols.min()), x + int(cols.max())
+    sy0, sy1, sx0, sx1 = max(0, bottom - 20), min(H, bottom + 22), max(0, left - 16), min(W, right + 26)
     shadow = np.zeros((sy1 - sy0, sx1 - sx0), np.float32)
-    shadow[y + h - 6 - sy0:y + h + 8 - sy0, x - 4 - sx0:x + w + 14 - sx0] = 1.0
+    shadow[bottom - 6 - sy0:bottom + 8 - sy0, left - 4 - sx0:right + 14 - sx0] = 1.0
     shadow = (1.0 - 0.45 * cv2.GaussianBlur(shadow, (0, 0), 4.0))[..., None]
-    rng = np.random.default_rng(seed)
-    out = scene.frames[clip.start:clip.start + clip.n].copy()
-    for t in range(p["appear"], clip.n):
-        gain = scene.exposure[clip.start + t] / scene.bg_exposure
-        out[t, sy0:sy1, sx0:sx1] = np.rint(out[t, sy0:sy1, sx0:sx1] * shadow).astype(np.uint8)
-        noisy = obj * gain + rng.normal(0.0, scene.noise_sigma, obj.shape).astype(np.float32)
-        blend(out[t], noisy, alpha, x, y)
+    # walkers whose feet are below the object's base are nearer the camera: they pass in front
+    ry0, ry1, rx0, rx1 = max(0, y - 10), min(H, bottom + 140), max(0, x - 40), min(W, x + w + 40)
     gt = np.zeros(clip.n, np.uint8)
     gt[p["appear"]:] = 1
     visible = x < CROP_X[1] and x + w > CROP_X[0] and y < CROP_Y[1] and y + h > CROP_Y[0]
-    return out, gt, [[clip.start, clip.start + clip.n]], {
-        "center_crop_frames": int(gt.sum()) if visible else 0, "texture": list(OBJECTS[p["object"]]["crop"])}
+    extra = {"center_crop_frames": int(gt.sum()) if visible else 0, "texture": list(OBJECTS[p["object"]]["crop"]),
+             "frames_with_walkers_in_front": 0}
+
+    def frames() -> Iterator[np.ndarray]:
+        rng = np.random.default_rng(seed)
+        for t in range(clip.n):
+            src = scene.frames[clip.start + t]
+            if t < p["appear"]:
+                yield src
+                continue
+            frame = src.copy()
+            gain = scene.exposure[clip.start + t] / scene.bg_exposure
+            frame[sy0:sy1, sx0:sx1] = np.rint(frame[sy0:sy1, sx0:sx1] * shadow).astype(np.uint8)
+            noisy = obj * gain + rng.normal(0.0, scene.noise_sigma, obj.shape).astype(np.float32)
+            blend(frame, noisy, alpha, x, y)
+            region = src[ry0:ry1, rx0:rx1]
+            fg = (chanmax(cv2.absdiff(region, scene.bg_u8[ry0:ry1, rx0:rx1])) > 30).astype(np.uint8)
+            fg = cv2.morphologyEx(cv2.morphologyEx(fg, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)),
+                                  cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+            n, labels, stats, _ = cv2.connectedComponentsWithStats(fg)
+            near = np.zeros_like(fg)
+            for i in range(1, n):
+                cx, cy, cw, ch, area = (int(v) for v in stats[i])
+                overlaps = rx0 + cx < x + w and rx0 + cx + cw > x and ry0 + cy < y + h
+                if area >= 150 and overlaps and ry0 + cy + ch > bottom + 3:
+                    near[labels == i] = 1
+            if near.any():
+                extra["frames_with_walkers_in_front"] += 1
+                blend(frame[ry0:ry1, rx0:rx1], region.astype(np.float32),
+                      cv2.GaussianBlur(near.astype(np.float32), (0, 0), 0.8), 0, 0)
+            yield frame
+
+    return Planted(frames(), gt, [[clip.start, clip.start + clip.n]], extra)
 
 
 # --------------------------------------------------------------------------- build
@@ -458,13 +522,10 @@ def build(out: Path, video: Path, preset: str = "medium") -> dict[str, Any]:
     clips: list[dict[str, Any]] = []
     (out / "gt").mkdir(parents=True, exist_ok=True)
     for i, clip in enumerate(PLAN):
-        extra: dict[str, Any] = {}
         if clip.kind is None:
-            data = frames[clip.start:clip.start + clip.n]
-            gt = np.zeros(clip.n, np.uint8)
-            sources = [[clip.start, clip.start + clip.n]]
+            planted = plant_normal(scene, clip)
         elif clip.kind == "speed":
-            data, gt, sources, extra = plant_speed(scene, clip)
+            planted = plant_speed(scene, clip)
         elif clip.kind == "appearance":
             # a walker from a moment outside this clip, and not one already used
             choice = [j for j, p in enumerate(people) if j not in used_people
@@ -473,13 +534,14 @@ def build(out: Path, video: Path, preset: str = "medium") -> dict[str, Any]:
             if not choice:
                 raise SystemExit("no walker could be cut out of the test range (is the video vtest.avi?)")
             used_people.add(choice[0])
-            data, gt, sources, extra = plant_appearance(scene, clip, people[choice[0]])
+            planted = plant_appearance(scene, clip, people[choice[0]])
         elif clip.kind == "intrusion":
-            data, gt, sources, extra = plant_intrusion(scene, clip, seed=i)
+            planted = plant_intrusion(scene, clip, seed=i)
         else:
             raise ValueError(clip.kind)
-        assert len(data) == len(gt) == clip.n
-        write_video(out / "test" / f"{clip.id}.mp4", data, preset)
+        gt, sources, extra = planted.gt, planted.sources, planted.extra
+        n_written = write_video(out / "test" / f"{clip.id}.mp4", planted.frames, preset)
+        assert n_written == len(gt) == clip.n, (clip.id, n_written, len(gt))
         np.save(out / "gt" / f"{clip.id}.npy", gt)
         runs = np.flatnonzero(np.diff(np.r_[0, gt, 0]))
         clips.append({
