@@ -101,3 +101,20 @@ def test_frame_diff_gives_one_score_per_frame(built: tuple[Path, dict], tmp_path
     assert scores.shape == (12,) and np.isfinite(scores).all()
     assert scores[0] == scores[1]  # the first frame copies the second's score
     assert (scores >= 0).all()
+
+
+def test_a_failing_method_is_not_available_not_a_crash(built: tuple[Path, dict]) -> None:
+    out, manifest = built
+    bench = load_script()
+    gts = {c["id"]: np.load(out / c["gt"]) for c in manifest["clips"]}
+    runner = bench.Runner(timeout_s=60)
+    missing_option = bench.Method("future_cli", "an option vad does not have",
+                                  steps=(("score", "{test}", "--no-such-option", "--out", "{run}"),))
+    r = bench.score_method(missing_option, out, manifest, gts, runner, {})
+    assert r["status"] == "not available" and "exited 2" in r["reason"] and "--no-such-option" in r["reason"]
+
+    def broken(frames: np.ndarray) -> np.ndarray:
+        return np.zeros(3)  # the wrong length
+
+    r = bench.score_method(bench.Method("broken", "wrong length", fn=broken), out, manifest, gts, runner, {})
+    assert r["status"] == "not available" and "scores for" in r["reason"]
