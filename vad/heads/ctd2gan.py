@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -168,43 +169,40 @@ class ConvTransformerGenerator(nn.Module):
         return torch.tanh(self.out(y))
 
 
+def _patch_layers(cfg: CTD2GANConfig, conv: type, norm: type, kernel: Any, stride: Any, padding: Any,
+                  head_kernel: int) -> nn.Sequential:
+    """A PatchGAN: ``disc_depth`` strided convolutions (no normalisation on the first), one logit per patch."""
+    layers: list[nn.Module] = []
+    cin = cfg.channels
+    for i in range(cfg.disc_depth):
+        cout = cfg.disc_width * 2 ** i
+        layers.append(conv(cin, cout, kernel, stride=stride, padding=padding))
+        if i:
+            layers.append(norm(cout))
+        layers.append(nn.LeakyReLU(0.2, True))
+        cin = cout
+    layers.append(conv(cin, 1, head_kernel, padding=1))
+    return nn.Sequential(*layers)
+
+
 class ImageDiscriminator(nn.Module):
     """PatchGAN on single frames (B, C, H, W) -> patch logits (B, 1, h, w)."""
 
     def __init__(self, cfg: CTD2GANConfig) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        cin = cfg.channels
-        for i in range(cfg.disc_depth):
-            cout = cfg.disc_width * 2 ** i
-            layers.append(nn.Conv2d(cin, cout, 4, stride=2, padding=1))
-            if i:
-                layers.append(nn.BatchNorm2d(cout))
-            layers.append(nn.LeakyReLU(0.2, True))
-            cin = cout
-        layers.append(nn.Conv2d(cin, 1, 3, padding=1))
-        self.net = nn.Sequential(*layers)
+        self.net = _patch_layers(cfg, nn.Conv2d, nn.BatchNorm2d, 4, 2, 1, 3)
 
     def forward(self, frame: torch.Tensor) -> torch.Tensor:
         return self.net(frame)
 
 
 class VideoDiscriminator(nn.Module):
-    """3D PatchGAN on clips (B, T+1, C, H, W) -> patch logits (B, 1, t, h, w)."""
+    """3D PatchGAN on clips (B, T+1, C, H, W) -> patch logits (B, 1, t, h, w): stride 2 in
+    space, 1 in time (kernel 3 in time)."""
 
     def __init__(self, cfg: CTD2GANConfig) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        cin = cfg.channels
-        for i in range(cfg.disc_depth):
-            cout = cfg.disc_width * 2 ** i
-            layers.append(nn.Conv3d(cin, cout, (3, 4, 4), stride=(1, 2, 2), padding=(1, 1, 1)))
-            if i:
-                layers.append(nn.BatchNorm3d(cout))
-            layers.append(nn.LeakyReLU(0.2, True))
-            cin = cout
-        layers.append(nn.Conv3d(cin, 1, 3, padding=1))
-        self.net = nn.Sequential(*layers)
+        self.net = _patch_layers(cfg, nn.Conv3d, nn.BatchNorm3d, (3, 4, 4), (1, 2, 2), (1, 1, 1), 3)
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
         return self.net(clip.transpose(1, 2))  # (B, C, T, H, W) for Conv3d
