@@ -40,7 +40,7 @@ from vad.data.features import (
     stratified_split,
 )
 from vad.eval import roc_auc
-from vad.fsutil import atomic_path, write_json_atomic, write_text_atomic
+from vad.fsutil import atomic_path, prune_checkpoints, write_json_atomic, write_text_atomic
 from vad.heads.base import HeadError
 from vad.heads.modules import FeatureBatch, build_module, load_module, save_module
 from vad.heads.trained import score_snippets
@@ -207,11 +207,7 @@ class Trainer:
                                                      "queues": self.queues})
         # The pointer is written last: a checkpoint is complete once last.json names it.
         write_json_atomic(ckpt_dir / "last.json", {"epoch": self.epoch, "dir": directory.name})
-        keep = max(1, self.cfg.train.keep_checkpoints)
-        for old in sorted(ckpt_dir.glob("epoch-*"))[:-keep]:
-            for f in old.iterdir():
-                f.unlink()
-            old.rmdir()
+        prune_checkpoints(ckpt_dir, "epoch-*", self.cfg.train.keep_checkpoints)
 
     def resume(self) -> bool:
         """Continue from the newest complete checkpoint in ``out``; False when there is none."""

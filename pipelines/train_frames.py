@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vad.config import load_config
-from vad.fsutil import atomic_path, write_json_atomic
+from vad.fsutil import atomic_path, prune_checkpoints, write_json_atomic
 from vad.heads.ctd2gan import CTD2GAN, CTD2GANConfig, adversarial_step
 from vad.heads.frame_predictor import FramePredictionHead, prepare_frames
 from vad.io import VIDEO_EXTENSIONS, FileSource, FolderSource, VideoError, folder_images
@@ -214,8 +213,7 @@ class FrameTrainer:
                                                      "numpy_rng": self.rng.bit_generator.state,
                                                      "config": asdict(self.model_cfg)})
         write_json_atomic(root / "last.json", {"iteration": self.iteration, "dir": directory.name})
-        for old in sorted(root.glob("iter-*"))[:-max(1, self.cfg.train.keep_checkpoints)]:
-            shutil.rmtree(old, ignore_errors=True)
+        prune_checkpoints(root, "iter-*", self.cfg.train.keep_checkpoints)
 
     def resume(self) -> bool:
         """Continue from the newest complete checkpoint in ``out``; False when there is none."""
@@ -247,9 +245,8 @@ class FrameTrainer:
     def calibration_scale(self, head: FramePredictionHead) -> tuple[float, int]:
         """The calibration quantile of the held-out frames' prediction error (MSE on [0, 1])."""
         errors = []
-        for clip in self.held_clips:
-            p = head.errors([((clip.transpose(0, 2, 3, 1) if clip.shape[1] == 3 else np.repeat(
-                clip.transpose(0, 2, 3, 1), 3, axis=3)))])
+        for clip in self.held_clips:  # already prepared at training size: no second resize
+            p = head.prepared_errors([_to_model(clip).to(head.device)])
             errors.append(np.power(10.0, -p[~np.isnan(p)] / 10.0))
         e = np.concatenate(errors)
         scale = float(np.quantile(e, self.cfg.train.calibration_quantile))

@@ -52,3 +52,12 @@ def save_npy_atomic(path: str | Path, array: np.ndarray) -> None:
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
     write_bytes_atomic(path, buf.getvalue())
+
+
+def prune_checkpoints(root: str | Path, pattern: str, keep: int) -> None:
+    """Delete all but the newest ``keep`` (at least 1) checkpoint folders matching ``pattern``
+    (names sort by age: zero-padded step numbers)."""
+    import shutil
+
+    for old in sorted(Path(root).glob(pattern))[:-max(1, keep)]:
+        shutil.rmtree(old, ignore_errors=True)

@@ -111,19 +111,24 @@ class FramePredictionHead(Head):
             logger.warning("frames are %dx%d but the head was trained on %dx%d footage: resizing to %dx%d",
                            hw[1], hw[0], *self.train_size, self.config.size, self.config.size)
 
-    @torch.inference_mode()
+    def prepare(self, block: np.ndarray) -> torch.Tensor:
+        """uint8 RGB frames (N, H, W, 3) -> model input (N, C, size, size) on the head's device."""
+        self._check_size(block)
+        return prepare_frames(block, self.config.size, self.config.channels).to(self.device)
+
     def errors(self, blocks: Iterable[np.ndarray]) -> np.ndarray:
         """Per-frame PSNR (dB) of the predictions, NaN for the first ``past_frames`` frames,
         from blocks of uint8 RGB frames in order (a file's or a stream's)."""
+        return self.prepared_errors(self.prepare(b) for b in blocks if len(b))
+
+    @torch.inference_mode()
+    def prepared_errors(self, blocks: Iterable[torch.Tensor]) -> np.ndarray:
+        """:meth:`errors` of blocks already prepared (``prepare``): frames (N, C, size, size)."""
         t = self.config.past_frames
         carry: torch.Tensor | None = None  # the last T frames seen (fewer at the start)
         out: list[np.ndarray] = []
         for block in blocks:
-            if len(block) == 0:
-                continue
-            self._check_size(block)
-            x = prepare_frames(block, self.config.size, self.config.channels).to(self.device)
-            x = torch.cat([carry, x]) if carry is not None else x
+            x = torch.cat([carry, block]) if carry is not None else block
             first = len(x) - len(block)  # index in x of the block's first frame
             # x starts at the video's frame 0 until T frames were seen, so j < t means "no past"
             out.append(np.full(max(0, min(t, len(x)) - first), np.nan, np.float32))
@@ -198,17 +203,17 @@ class _FrameScorer(StreamingScorer):
         self.reset()
 
     def reset(self) -> None:
-        self._recent: deque[np.ndarray] = deque(maxlen=self.head.config.past_frames)
+        # prepared past frames: each frame is resized and converted once, not once per prediction
+        self._recent: deque[torch.Tensor] = deque(maxlen=self.head.config.past_frames)
         self._held = 0  # frames seen before the first prediction
 
     def update(self, unit: np.ndarray) -> np.ndarray:
-        frame = np.asarray(unit)
-        t = self.head.config.past_frames
-        if len(self._recent) < t:
+        frame = self.head.prepare(np.asarray(unit)[None])
+        if len(self._recent) < self.head.config.past_frames:
             self._recent.append(frame)
             self._held += 1
             return np.zeros(0, np.float32)
-        p = self.head.errors([np.stack([*self._recent, frame])])[-1:]
+        p = self.head.prepared_errors([torch.cat([*self._recent, frame])])[-1:]
         self._recent.append(frame)
         scores = self.head._to_scores(p)
         if self._held:  # the first frames take the first computed score, as in batch scoring
