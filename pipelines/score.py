@@ -31,10 +31,11 @@ from tqdm.auto import tqdm
 from vad.cache import FeatureCache, VideoFingerprint
 from vad.clips import SnippetSpec
 from vad.config import ScoreConfig, to_dict
-from vad.events import EventRules, EventUpdate, detect_events_with
+from vad.events import EventRules, EventUpdate, detect_events_with, with_regions
 from vad.features.extractor import FeatureError, FeatureExtractor, build_extractor
-from vad.heads import Head, HeadError, ReferenceFeatureHead, ReferenceHeadConfig, SelfReference, load_head
+from vad.heads import Head, HeadError, ReferenceFeatureHead, ReferenceHeadConfig, SceneHead, SelfReference, load_head
 from vad.heads.base import read_head_meta
+from vad.heads.scene import scene_head_from_config
 from vad.io import FileSource, FolderSource, FrameSource, VideoError
 from vad.rundir import RunDir
 from vad.scoring import score_video
@@ -62,12 +63,18 @@ class VideoFeatures:
     cache_hit: bool
 
 
-def configured_head(cfg: ScoreConfig, extractor: str | None = None) -> ReferenceFeatureHead:
-    """The head ``head:`` describes when no saved head is given (the label-free reference head)."""
+HEAD_CHOICES = ("scene", "reference")  # head.type: what configured_head builds
+
+
+def configured_head(cfg: ScoreConfig, extractor: str | None = None, head_type: str | None = None) -> Head:
+    """The (unfitted) head ``head:`` describes when no saved head is given: ``scene`` (frames)
+    or ``reference`` (features). Both take each video's start as reference until fitted."""
     h = cfg.head
+    policy = SelfReference(h.reference_fraction, h.reference_seconds, h.min_reference_snippets)
+    if (head_type or h.type) == "scene":
+        return scene_head_from_config(h.scene, h.calibration_quantile, policy)
     core = ReferenceHeadConfig(k=h.k, shrinkage=h.shrinkage, methods=list(h.methods),
                                calibration_quantile=h.calibration_quantile)
-    policy = SelfReference(h.reference_fraction, h.reference_seconds, h.min_reference_snippets)
     return ReferenceFeatureHead(core, policy, extractor=extractor)
 
 
@@ -77,13 +84,13 @@ def validate(cfg: ScoreConfig) -> SnippetSpec:
         spec = SnippetSpec(cfg.snippets.length, cfg.snippets.stride, cfg.snippets.tail)
     except ValueError as err:
         raise JobError(f"snippets: {err}") from None
-    if cfg.head.type != "reference":
-        raise JobError(f"head.type {cfg.head.type!r} is not available (available: reference)")
+    if cfg.head.type not in HEAD_CHOICES:
+        raise JobError(f"head.type {cfg.head.type!r} is not available (available: {', '.join(HEAD_CHOICES)})")
     if cfg.head.reference and cfg.head.load:
         raise JobError("give either head.reference (fit on footage) or head.load (a saved head), not both")
     try:
         configured_head(cfg)
-    except ValueError as err:
+    except ValueError as err:  # includes HeadError (a bad head.scene key)
         raise JobError(f"head: {err}") from None
     try:
         EventRules.from_config(cfg.events)
@@ -121,6 +128,7 @@ class ScoreJob:
         self.out_dir = Path(out_dir)
         self.progress = progress
         self.extract_only = extract_only
+        self.precomputed = precomputed
         self.extractor: FeatureExtractor | None = None
         if extract_only and not cfg.cache.enabled:
             raise JobError("feature extraction writes into the feature cache; do not disable it (--no-cache)")
@@ -142,9 +150,10 @@ class ScoreJob:
 
     @staticmethod
     def frames_head_given(cfg: ScoreConfig) -> bool:
-        """Whether ``head.load`` is a head that reads raw frames (no feature extractor needed)."""
+        """Whether the head reads raw frames (no feature extractor needed): a saved frames head
+        (``head.load``), or the configured scene head."""
         if not cfg.head.load:
-            return False
+            return cfg.head.type == "scene"
         try:
             return (read_head_meta(cfg.head.load).get("consumes") or {}).get("kind") == "frames"
         except HeadError as err:
@@ -240,28 +249,71 @@ class ScoreJob:
             return
         if h.score_mode:
             raise JobError("head.score_mode applies to a saved frame-prediction head (--head DIR)")
-        self.head = configured_head(self.cfg, extractor)
+        head_type = h.type
+        if self.precomputed and h.type == "scene":
+            logger.info("--features: scoring with the reference head (the scene head reads frames)")
+            head_type = "reference"
+        self.head = configured_head(self.cfg, extractor, head_type)
         if not h.reference:
             return
         items = assign_ids(expand_inputs([h.reference], self.cfg.io.extensions))
         if not items:
             raise JobError(f"reference {h.reference} holds no videos")
-        bank, problems = [], []
-        for item in tqdm(items, desc="reference", unit="video", disable=not self.progress):
+        if isinstance(self.head, SceneHead):
+            self._fit_scene(self.head, items)
+        else:
+            bank, problems = [], []
+            for item in tqdm(items, desc="reference", unit="video", disable=not self.progress):
+                try:
+                    bank.append(self.video_features(item).features)
+                except (VideoError, VideoSkipped, ValueError) as err:
+                    problems.append(f"{item.path}: {err}")
+            for p in problems:
+                logger.warning("reference video skipped: %s", p)
+            if not bank:
+                raise JobError("no usable reference video: " + "; ".join(problems))
             try:
-                bank.append(self.video_features(item).features)
-            except (VideoError, VideoSkipped, ValueError) as err:
-                problems.append(f"{item.path}: {err}")
-        for p in problems:
-            logger.warning("reference video skipped: %s", p)
-        if not bank:
-            raise JobError("no usable reference video: " + "; ".join(problems))
-        try:
-            self.head.fit(bank)
-        except ValueError as err:
-            raise JobError(f"cannot fit the reference head: {err}") from None
+                self.head.fit(bank)
+            except ValueError as err:
+                raise JobError(f"cannot fit the reference head: {err}") from None
         if h.save:
             self.head.save(self.run_dir.head_dir)
+
+    def _open_source(self, item: VideoItem, stop: int | None = None) -> tuple[FrameSource, str]:
+        """A video file or a folder of frame images as a frame source, and its backend name."""
+        if item.path.is_dir():
+            source: FrameSource = FolderSource(item.path, self.cfg.io.frame_folder_fps, block=64,
+                                               source_id=item.video_id, stop=stop)
+            return source, "frames"
+        if item.path.is_file():
+            source = FileSource(item.path, backend=self.cfg.io.backend, fallback=self.cfg.io.fallback,
+                                block=64, source_id=item.video_id, stop=stop)
+            return source, source.reader.info.backend
+        raise VideoSkipped(f"no such file: {item.path}")
+
+    def _fit_scene(self, head: SceneHead, items: Sequence[VideoItem]) -> None:
+        """Fit the scene head on the reference videos' frames (one pass each)."""
+        problems: list[str] = []
+
+        def videos() -> Iterator[Iterator[np.ndarray]]:
+            for item in tqdm(items, desc="reference", unit="video", disable=not self.progress):
+                try:
+                    source, _ = self._open_source(item)
+                except (VideoError, VideoSkipped) as err:
+                    problems.append(f"{item.path}: {err}")
+                    continue
+                with source:
+                    yield (frames for _, frames in source.blocks())
+
+        try:
+            head.fit_frames(videos())
+        except VideoError as err:
+            raise JobError(f"cannot read the reference footage: {err}") from None
+        except HeadError as err:
+            raise JobError(f"cannot fit the scene head: {err}"
+                           + (f" (skipped: {'; '.join(problems)})" if problems else "")) from None
+        for p in problems:
+            logger.warning("reference video skipped: %s", p)
 
     # -- one video --------------------------------------------------------------------------
     def score_video(self, item: VideoItem, get_features: Callable[[VideoItem], VideoFeatures]
@@ -410,20 +462,18 @@ class ScoreJob:
             result = VideoResult(video=str(item.path), video_id=item.video_id)
             t0 = time.perf_counter()
             try:
-                if item.path.is_dir():
-                    source: FrameSource = FolderSource(item.path, self.cfg.io.frame_folder_fps, block=64,
-                                                       source_id=item.video_id)
-                    backend = "frames"
-                elif item.path.is_file():
-                    source = FileSource(item.path, backend=self.cfg.io.backend, fallback=self.cfg.io.fallback,
-                                        block=64, source_id=item.video_id)
-                    backend = source.reader.info.backend
-                else:
-                    raise VideoSkipped(f"no such file: {item.path}")
+                head, ref_frames = self.head, None
+                source, backend = self._open_source(item)
                 with source:
                     n, fps = source.n_frames, source.fps
                     result.n_frames, result.fps, result.backend = n, fps, backend
                     result.duration_s = n / fps
+                    if isinstance(head, SceneHead) and not head.fitted:
+                        # no --reference: the video's own start is its reference
+                        ref_frames = head.reference_frames(n, fps)
+                        first, _ = self._open_source(item, stop=ref_frames)
+                        with first:
+                            head = head.self_fitted(frames for _, frames in first.blocks())
                     progress.add_snippets(n)
 
                     def blocks() -> Iterator[np.ndarray]:
@@ -431,10 +481,13 @@ class ScoreJob:
                             progress.advance(len(frames))
                             yield frames
 
-                    scores = self.head.score_frames(blocks())
+                    scored = head.score_frame_blocks(blocks())
+                scores = scored.scores
                 t1 = time.perf_counter()
                 events = detect_events_with(self.rules, scores, fps, source_id=item.video_id)
-                self.write_video_outputs(item, result, scores, events, fps, n, None)
+                if scored.regions is not None:
+                    events = with_regions(events, scored.regions)
+                self.write_video_outputs(item, result, scores, events, fps, n, ref_frames)
                 t2 = time.perf_counter()
                 result.n_events = len(events)
                 result.timings = {"head_s": round(t1 - t0, 4), "write_s": round(t2 - t1, 4),

@@ -48,12 +48,12 @@ Each method gives one score per frame of every test clip:
 
 * ``frame_diff`` (baseline, computed here): mean absolute difference between consecutive grey
   frames downscaled to a 160 px short side; the first frame copies the second's score.
-* ``reference_head``: ``vad score <test> --reference <train>`` -- the current label-free
-  default head (Gaussian + kNN distances on I3D features of the training part); scores from
-  ``<run>/scores/<id>.csv``.
-* ``motion_default``: plain ``vad score --reference <train>``, meant for when the default head
-  gains a motion term; until then it is the same command as ``reference_head`` and is reported
-  as identical when its scores are.
+* ``reference_head``: ``vad score <test> --reference <train> --set head.type=reference`` --
+  Gaussian + kNN distances on I3D features of the training part (the label-free default until
+  the scene head); scores from ``<run>/scores/<id>.csv``.
+* ``motion_default``: plain ``vad score <test> --reference <train>`` -- the default head, the
+  scene head (``vad/heads/scene.py``: per-region flow speed and static appearance novelty,
+  calibrated on the training part).
 * ``ctd2gan_minmax`` / ``ctd2gan_calibrated``: ``vad train --head ctd2gan --normal <train>``
   (its default configuration; the training runs once for both, ~20 min on 2 CPU cores) then
   ``vad score <test> --head <dir> --set head.score_mode=minmax|calibrated``.
@@ -613,12 +613,14 @@ class Method:
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("frame_diff", "mean |grey diff| of consecutive frames (160 px short side)", fn=frame_diff),
-    Method("reference_head", "vad score --reference <train>: the label-free default head, I3D features",
-           steps=(("score", "{test}", "--reference", "{train}", "--out", "{run}", *COMMON),)),
-    # the default head after it gains motion; the same command until then
-    Method("motion_default", "plain vad score --reference <train> (default head, once it has motion)",
+    Method("reference_head", "vad score --reference <train> --set head.type=reference: the I3D feature "
+           "normality head (the default before the scene head)",
+           steps=(("score", "{test}", "--reference", "{train}", "--out", "{run}", "--set", "head.type=reference",
+                   *COMMON),)),
+    Method("motion_default", "plain vad score --reference <train>: the default scene head (per-region speed "
+           "+ static appearance)",
            steps=(("score", "{test}", "--reference", "{train}", "--out", "{run}", *COMMON),),
-           same_as="reference_head", same_note="the default head has no motion term yet"),
+           same_as="reference_head", same_note="the default head is still the reference head"),
     Method("ctd2gan_minmax", "vad train --head ctd2gan --normal <train>; score_mode=minmax",
            steps=(("train", "--head", "ctd2gan", "--normal", "{train}", "--out", "{runs}/ctd2gan_head",
                    "--no-progress"),

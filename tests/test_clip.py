@@ -236,7 +236,7 @@ def test_score_cli_with_clip(tiny_dir, tmp_path):
     video = write_lossless_video(tmp_path / "clip.mkv", make_frames(96, 48, 64, seed=3), 25.0)
     out = tmp_path / "run"
     code = main(["score", "--no-progress", "--executor", "local", str(video), "--out", str(out),
-                 "--set", "features.name=clip", "--set", f"features.weights={tiny_dir}",
+                 "--set", "head.type=reference", "--set", "features.name=clip", "--set", f"features.weights={tiny_dir}",
                  "--set", "io.short_side=32", "--set", "features.crop_size=32",
                  "--set", "head.min_reference_snippets=2", "--no-cache"])
     assert code == 0

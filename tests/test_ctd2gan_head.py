@@ -155,7 +155,7 @@ def test_frame_folders_are_scored_as_videos(trained, tmp_path, random_i3d):
         ("Test001", 20, 10.0, "frames"), ("Test002", 20, 10.0, "frames")]
     # a feature head cannot read them: a clear per-video reason
     assert main(["score", str(root / "Test001"), "--executor", "local", "--no-progress",
-                 "--out", str(tmp_path / "feat"), "--set", f"features.weights={random_i3d}",
+                 "--out", str(tmp_path / "feat"), "--set", "head.type=reference", "--set", f"features.weights={random_i3d}",
                  "--set", "features.engine=torch"]) == 2
     (video,) = json.loads((tmp_path / "feat" / "summary.json").read_text())["videos"]
     assert "folder of frames: only frame-prediction heads" in video["error"]

@@ -16,7 +16,8 @@ import pytest
 from tests.videos import require_sample, skip_or_fail, write_lossless_video
 from pipelines.cli import main
 
-SMALL = ["io.short_side=32", "features.crop_size=32", "features.batch_size=4", "head.min_reference_snippets=2"]
+# the feature path (I3D + the reference head); the default head reads frames (test_scene_head.py)
+SMALL = ["head.type=reference", "io.short_side=32", "features.crop_size=32", "features.batch_size=4", "head.min_reference_snippets=2"]
 
 
 def moving_square_video(path: Path, n_frames: int, fps: float = 10.0, anomaly: tuple[int, int] | None = None) -> Path:
@@ -140,16 +141,16 @@ def test_list_file_input_and_missing_weights(tmp_path, random_i3d):
 
 @pytest.mark.slow
 def test_sample_video_end_to_end_with_real_weights(tmp_path):
-    """The demo path: no input -> vtest.avi, real I3D Kinetics-400 weights, 795 score rows."""
+    """No input -> vtest.avi, real I3D Kinetics-400 weights, the feature reference head, 795 rows."""
     from vad.features.i3d_weights import find_default_i3d_weights
 
     require_sample("vtest.avi")
     if find_default_i3d_weights() is None:
         skip_or_fail("the I3D weights are not set up (run `make test` / `vad assets fetch`)")
     out = tmp_path / "demo"
-    # The demo command exactly as `make demo` runs it: the default executor (auto: one worker on
-    # one machine -> local; the Ray executor has its own tests).
-    assert run_cli(["--out", str(out), "--set", f"cache.root={tmp_path / 'cache'}"], executor="auto") == 0
+    # the default executor (auto: one worker on one machine -> local; Ray has its own tests)
+    assert run_cli(["--out", str(out), "--set", f"cache.root={tmp_path / 'cache'}", "--set", "head.type=reference"],
+                   executor="auto") == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["executor"] == "local" and summary["extractor"]["engine"] == "openvino"
     (video,) = summary["videos"]
@@ -165,3 +166,24 @@ def test_sample_video_end_to_end_with_real_weights(tmp_path):
     golden = Path(__file__).resolve().parent / "golden" / "vtest.csv"
     want = np.array([float(r["score"]) for r in read_scores(golden)])
     np.testing.assert_allclose(scores, want, atol=1e-4, rtol=0)
+
+
+def test_demo_scores_the_sample_video_with_the_default_scene_head(tmp_path):
+    """The demo exactly as `make demo` runs it: no input -> vtest.avi, the default head (scene),
+    every frame scored, events located in the frame, no feature extractor loaded."""
+    require_sample("vtest.avi")
+    out = tmp_path / "demo"
+    assert run_cli(["--out", str(out)], executor="auto") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["extractor"] is None
+    (video,) = summary["videos"]
+    assert (video["video_id"], video["status"], video["n_frames"]) == ("vtest", "ok", 795)
+    scores = np.array([float(r["score"]) for r in read_scores(out / "scores" / "vtest.csv")])
+    assert len(scores) == 795 and np.isfinite(scores).all()
+    # normal footage: the reference part (first 25 %) sits below the calibration point
+    assert np.median(scores[:199]) < 1.0
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    for e in events:
+        x0, y0, x1, y1 = e["region"]
+        assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
+    assert not (out / "head").exists()  # fitted per video on its own start: nothing to reuse

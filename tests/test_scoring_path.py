@@ -23,7 +23,8 @@ from vad.clips import SnippetSpec, iter_snippets
 from vad.config import ScoreConfig, load_config
 from vad.events import EventRules, detect_events_with
 from vad.features.extractor import build_extractor
-from vad.heads import HEAD_TYPES, FramePredictionHead, ReferenceFeatureHead, TrainedHead, UnitTiming, build_module, load_head
+from vad.heads import (HEAD_TYPES, FramePredictionHead, ReferenceFeatureHead, SceneConfig, SceneHead, TrainedHead,
+                       UnitTiming, build_module, load_head)
 from vad.heads.ctd2gan import ConvTransformerGenerator, CTD2GANConfig
 from vad.io import FileSource, open_video
 from vad.rundir import RunDir
@@ -38,7 +39,7 @@ LEGACY_EVENT_KEYS = ("video_id", "start_frame", "end_frame", "start_s", "end_s",
 
 
 def _cfg(sets: list[str]) -> ScoreConfig:
-    return load_config(ScoreConfig, default_score_configs(), sets)
+    return load_config(ScoreConfig, default_score_configs(), ["head.type=reference", *sets])
 
 
 def _legacy(events: list[dict]) -> list[dict]:
@@ -94,7 +95,7 @@ def test_golden_vad_score_on_the_sample_video(tmp_path, name):
     FeatureCache(cache_root).save("vtest", VideoFingerprint.of(sample), spec, extractor.spec,
                                   np.load(GOLDEN / case["features"]), fps=10.0, n_frames=795)
     out = tmp_path / "run"
-    args = ["score", "--no-progress", "--executor", "local", str(sample), "--out", str(out)]
+    args = ["score", "--no-progress", "--executor", "local", str(sample), "--out", str(out), "--set", "head.type=reference"]
     assert main([*args, *sum((["--set", s] for s in sets), [])]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["videos"][0]["cache_hit"] is True
@@ -249,7 +250,9 @@ def _example_heads() -> dict[str, object]:
     gs = TrainedHead(build_module("gsmoe", {"input_dim": 16, "n_classes": 2, "hidden": 8, "expert_hidden": 4}))
     cfg = CTD2GANConfig(size=16, past_frames=2, width=4, depth=1, heads=2, disc_width=4, disc_depth=1)
     frames = FramePredictionHead(ConvTransformerGenerator(cfg), scale=0.01, train_size=(24, 20))
-    return {"reference": ref, "mil": mil, "gsmoe": gs, "ctd2gan": frames}
+    normal = rng.integers(0, 255, size=(40, 20, 24, 3), dtype=np.uint8)
+    scene = SceneHead(SceneConfig(short_side=32, grid=(4, 4), min_reference_frames=20)).fit_frames([[normal]])
+    return {"reference": ref, "mil": mil, "gsmoe": gs, "ctd2gan": frames, "scene": scene}
 
 
 def test_every_registered_head_saves_and_loads_through_load_head(tmp_path):
@@ -267,7 +270,9 @@ def test_every_registered_head_saves_and_loads_through_load_head(tmp_path):
             assert meta["consumes"]["kind"] == "features" and meta["consumes"]["dim"] == 16
             units = features
         else:
-            assert meta["consumes"] == {"kind": "frames", "clip_length": 3, "size": [16, 16], "color": "gray"}
+            want = {"kind": "frames", "clip_length": 3, "size": [16, 16], "color": "gray"} if name == "ctd2gan" \
+                else {"kind": "frames", "clip_length": 1, "size": [38, 32], "color": "rgb"}
+            assert meta["consumes"] == want
             units = frames
         assert meta["lookahead"] == head.lookahead and meta["needs_fit"] == head.needs_fit
         loaded = load_head(tmp_path / name)

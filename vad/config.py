@@ -77,9 +77,11 @@ class CacheConfig:
 
 @dataclass
 class HeadConfig:
-    """The scoring head. ``reference`` models normality from reference footage (no labels)."""
+    """The configured head when no saved head is given (``load``); both are label-free and fit
+    on reference footage: ``scene`` (default) per-region speed and static appearance on frames,
+    ``reference`` Gaussian + kNN normality of snippet features (I3D/CLIP)."""
 
-    type: str = "reference"
+    type: str = "scene"
     reference: str | None = None  # video/folder/list of normal footage; null = start of each video
     reference_fraction: float = 0.25  # share of each video used as its own reference
     reference_seconds: float | None = None  # if set, overrides reference_fraction
@@ -91,6 +93,7 @@ class HeadConfig:
     load: str | None = None  # a saved head directory to use instead of fitting
     score_mode: str | None = None  # frame-prediction heads: calibrated (default) | minmax (per video)
     save: bool = True  # write the fitted head(s) into the run directory
+    scene: dict[str, Any] = field(default_factory=dict)  # scene head parameters (vad.heads.scene.SceneConfig)
 
 
 @dataclass

@@ -22,6 +22,7 @@ __all__ = [
     "detect_events",
     "detect_events_with",
     "smooth",
+    "with_regions",
 ]
 
 
@@ -91,3 +92,15 @@ def detect_events_with(rules: EventRules, scores: np.ndarray, fps: float, source
             ev = u.event
             events.append(replace(ev, mean_score=float(raw[ev.start_frame : ev.end_frame + 1].mean())))
     return events
+
+
+def with_regions(events: list[Event], regions: np.ndarray) -> list[Event]:
+    """Events with the region (x0, y0, x1, y1, fractions of the frame) of their peak frame,
+    from a head's per-frame ``regions`` (NaN rows: nowhere; the event keeps none)."""
+    out = []
+    for e in events:
+        box = regions[e.peak_frame] if 0 <= e.peak_frame < len(regions) else None
+        if box is not None and np.all(np.isfinite(box)):
+            e = replace(e, region=tuple(float(v) for v in box))
+        out.append(e)
+    return out

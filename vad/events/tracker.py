@@ -142,7 +142,7 @@ class EventRules:
         )
 
 
-_OPTIONAL_KEYS = ("start_wall", "end_wall", "snapshot", "clip", "explanation")
+_OPTIONAL_KEYS = ("start_wall", "end_wall", "snapshot", "clip", "explanation", "region")
 
 
 @dataclass(frozen=True)
@@ -166,6 +166,8 @@ class Event:
     snapshot: str | None = None
     clip: str | None = None
     explanation: dict[str, Any] | None = field(default=None, hash=False)
+    #: where in the frame, at the peak: (x0, y0, x1, y1) as fractions of width and height
+    region: tuple[float, float, float, float] | None = None
 
     def __post_init__(self) -> None:
         if not self.event_id:
@@ -191,7 +193,8 @@ class Event:
         for key in _OPTIONAL_KEYS:
             value = getattr(self, key)
             if value is not None:
-                d[key] = dict(value) if key == "explanation" else value
+                d[key] = dict(value) if key == "explanation" else [round(float(v), 4) for v in value] \
+                    if key == "region" else value
         return d
 
     @classmethod
@@ -203,7 +206,10 @@ class Event:
         missing = [f.name for f in fields(cls)[:7] if f.name not in d]
         if missing:
             raise ValueError(f"event dict lacks {', '.join(missing)}")
-        return cls(**{k: v for k, v in d.items() if k in known}, source_id=source_id)
+        kw = {k: v for k, v in d.items() if k in known}
+        if kw.get("region") is not None:
+            kw["region"] = tuple(float(v) for v in kw["region"])
+        return cls(**kw, source_id=source_id)
 
 
 @dataclass(frozen=True)

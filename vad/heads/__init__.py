@@ -3,7 +3,9 @@
 * :mod:`vad.heads.base`: the :class:`Head` contract, what a head consumes, streaming scorers,
   the ``head.json`` schema.
 * :mod:`vad.heads.registry`: the list of head types and :func:`load_head`.
-* :mod:`vad.heads.reference`: the label-free per-camera reference head (numpy core + head).
+* :mod:`vad.heads.scene`: the label-free default: per-region speed and static-appearance
+  channels calibrated on the camera's normal footage (frames in).
+* :mod:`vad.heads.reference`: the label-free per-camera reference head on features (numpy core + head).
 * :mod:`vad.heads.modules`, :mod:`vad.heads.mil`, :mod:`vad.heads.gsmoe`: trainable torch cores;
   :mod:`vad.heads.trained`: the head contract around a trained core.
 """
@@ -15,6 +17,7 @@ from vad.heads.mil import MILConfig, MILHead, mil_ranking_loss
 from vad.heads.modules import FeatureBatch, build_module, load_module, save_module, segment_features
 from vad.heads.reference import ReferenceFeatureHead, ReferenceHead, ReferenceHeadConfig, SelfReference, ledoit_wolf
 from vad.heads.registry import HEAD_TYPES, load_head
+from vad.heads.scene import SceneConfig, SceneHead
 from vad.heads.trained import TrainedHead, score_snippets
 
 __all__ = [
@@ -32,6 +35,8 @@ __all__ = [
     "ReferenceFeatureHead",
     "ReferenceHead",
     "ReferenceHeadConfig",
+    "SceneConfig",
+    "SceneHead",
     "SelfReference",
     "StreamingScorer",
     "TrainedHead",

@@ -35,7 +35,7 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterable
 
 import numpy as np
 
@@ -111,6 +111,10 @@ class HeadScores:
 
     scores: np.ndarray
     reference_units: int | None = None
+    #: frame heads that localise: per unit, where in the frame it was decided, (x0, y0, x1, y1)
+    #: as fractions of the width and height (NaN rows: nowhere); and which channel decided it
+    regions: np.ndarray | None = None
+    channels: np.ndarray | None = None
 
 
 class StreamingScorer(ABC):
@@ -171,6 +175,11 @@ class Head(ABC):
     @abstractmethod
     def score_video(self, units: np.ndarray, timing: UnitTiming) -> HeadScores:
         """Score a whole video's units."""
+
+    def score_frame_blocks(self, blocks: Iterable[np.ndarray]) -> HeadScores:
+        """Frame heads: score a whole video given as blocks of uint8 RGB frames (N, H, W, 3),
+        one score per frame."""
+        raise HeadError(f"the {self.type_name} head scores snippet features, not frames")
 
     @abstractmethod
     def stream(self, timing: UnitTiming, n_units: int | None = None) -> StreamingScorer:

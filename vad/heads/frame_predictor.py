@@ -156,6 +156,9 @@ class FramePredictionHead(Head):
         """Scores (N,) of all frames of a video given as blocks of uint8 RGB frames."""
         return self._to_scores(self.errors(blocks))
 
+    def score_frame_blocks(self, blocks: Iterable[np.ndarray]) -> HeadScores:
+        return HeadScores(self.score_frames(blocks))
+
     def score_video(self, units: np.ndarray, timing: UnitTiming) -> HeadScores:
         return HeadScores(self.score_frames([np.asarray(units)]))
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from vad.heads.base import Head, HeadError, read_head_meta
 from vad.heads.frame_predictor import FramePredictionHead
 from vad.heads.reference import ReferenceFeatureHead
+from vad.heads.scene import SceneHead
 from vad.heads.trained import TrainedHead
 
 __all__ = ["HEAD_TYPES", "load_head"]
@@ -18,6 +19,7 @@ HEAD_TYPES: dict[str, type[Head]] = {
     "mil": TrainedHead,
     "gsmoe": TrainedHead,
     "ctd2gan": FramePredictionHead,
+    "scene": SceneHead,
 }
 
 
