@@ -80,6 +80,24 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--crop", choices=["center", "5crop", "10crop"], help="crops per snippet")
     _add_run_args(ext)
 
+    mon = sub.add_parser("monitor", help="score live cameras in real time: events with snapshots and clips, "
+                         "/healthz and /metrics",
+                         description="Score live streams (rtsp://, rtsps://, http(s)://, devices, or files with "
+                         "--loop/--pace) with the same heads and events as `vad score`. Runs until SIGTERM/SIGINT "
+                         "(or --duration).")
+    mon.add_argument("cameras", nargs="+", metavar="[NAME=]URL",
+                     help="streams; NAME= names the camera in outputs (default: its host and path, no credentials)")
+    mon.add_argument("--out", type=Path, help="output directory (default: a new timestamped folder under runs/)")
+    mon.add_argument("--reference", help="normal footage of the camera(s) to fit the head on (default: learn "
+                     "each camera's first monitor.reference_seconds, then freeze)")
+    mon.add_argument("--head", help="a saved head directory (a fitted scene head, <run>/head, a trained head)")
+    mon.add_argument("--http-port", type=int, help="serve /healthz and /metrics on 127.0.0.1:PORT (0: any free port)")
+    mon.add_argument("--analysis-fps", type=float, help="frames scored per second per camera (default 10)")
+    mon.add_argument("--duration", type=float, help="stop after this many seconds (default: run until stopped)")
+    mon.add_argument("--loop", action="store_true", help="file inputs: start again at the end")
+    mon.add_argument("--pace", action="store_true", help="file inputs: play at their frame rate, as a camera")
+    _add_config_args(mon)
+
     cfg = sub.add_parser("config", help="print the resolved configuration of `vad score` as YAML")
     _add_config_args(cfg)
 
@@ -284,6 +302,36 @@ def cmd_score(args: argparse.Namespace) -> int:
     return _report_score(summary, out_dir)
 
 
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from pipelines.monitor import MonitorError, parse_camera, run_monitor
+
+    overrides = []
+    if args.reference:
+        overrides.append(f"head.reference={json.dumps(args.reference)}")
+    if args.head:
+        overrides.append(f"head.load={json.dumps(args.head)}")
+    if args.http_port is not None:
+        overrides.append(f"monitor.http_port={args.http_port}")
+    stream = {}
+    if args.analysis_fps is not None:
+        stream["analysis_fps"] = args.analysis_fps
+    if args.loop:
+        stream["loop"] = True
+    if args.pace:
+        stream["pace"] = True
+    loaded = _load_job_config(args, overrides + args.overrides)
+    if loaded is None:
+        return EXIT_JOB_ERROR
+    cfg, out_dir = loaded
+    cfg.monitor.stream = {**cfg.monitor.stream, **stream}
+    try:
+        cameras = [parse_camera(c) for c in args.cameras]
+        return run_monitor(cfg, cameras, out_dir, duration=args.duration)
+    except MonitorError as err:
+        logger.error("%s", err)
+        return EXIT_JOB_ERROR
+
+
 def _report_score(summary: dict, out_dir: Path) -> int:
     print(f"scored {summary['n_ok']}/{summary['n_videos']} video(s), {summary['n_events']} event(s), "
           f"{summary['realtime_factor']}x real time")
@@ -465,7 +513,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     handlers = {"score": cmd_score, "extract": cmd_extract, "config": cmd_config, "cache": cmd_cache,
                 "assets": cmd_assets, "info": cmd_info, "gt": gt_cli.run,
-                "evaluate": cmd_evaluate, "train": cmd_train}
+                "evaluate": cmd_evaluate, "train": cmd_train, "monitor": cmd_monitor}
     return handlers[args.command](args)
 
 

@@ -280,40 +280,10 @@ class ScoreJob:
             self.head.save(self.run_dir.head_dir)
 
     def _open_source(self, item: VideoItem, stop: int | None = None) -> tuple[FrameSource, str]:
-        """A video file or a folder of frame images as a frame source, and its backend name."""
-        if item.path.is_dir():
-            source: FrameSource = FolderSource(item.path, self.cfg.io.frame_folder_fps, block=64,
-                                               source_id=item.video_id, stop=stop)
-            return source, "frames"
-        if item.path.is_file():
-            source = FileSource(item.path, backend=self.cfg.io.backend, fallback=self.cfg.io.fallback,
-                                block=64, source_id=item.video_id, stop=stop)
-            return source, source.reader.info.backend
-        raise VideoSkipped(f"no such file: {item.path}")
+        return open_item_source(item, self.cfg, stop)
 
     def _fit_scene(self, head: SceneHead, items: Sequence[VideoItem]) -> None:
-        """Fit the scene head on the reference videos' frames (one pass each)."""
-        problems: list[str] = []
-
-        def videos() -> Iterator[Iterator[np.ndarray]]:
-            for item in tqdm(items, desc="reference", unit="video", disable=not self.progress):
-                try:
-                    source, _ = self._open_source(item)
-                except (VideoError, VideoSkipped) as err:
-                    problems.append(f"{item.path}: {err}")
-                    continue
-                with source:
-                    yield (frames for _, frames in source.blocks())
-
-        try:
-            head.fit_frames(videos())
-        except VideoError as err:
-            raise JobError(f"cannot read the reference footage: {err}") from None
-        except HeadError as err:
-            raise JobError(f"cannot fit the scene head: {err}"
-                           + (f" (skipped: {'; '.join(problems)})" if problems else "")) from None
-        for p in problems:
-            logger.warning("reference video skipped: %s", p)
+        fit_scene(head, items, self.cfg, self.progress)
 
     # -- one video --------------------------------------------------------------------------
     def score_video(self, item: VideoItem, get_features: Callable[[VideoItem], VideoFeatures]
@@ -679,6 +649,44 @@ class ScoreJob:
             bar.update(1)
         bar.close()
         return self.ledger.flush(finished=True)
+
+
+def open_item_source(item: VideoItem, cfg: ScoreConfig, stop: int | None = None) -> tuple[FrameSource, str]:
+    """A video file or a folder of frame images as a frame source, and its backend name."""
+    if item.path.is_dir():
+        source: FrameSource = FolderSource(item.path, cfg.io.frame_folder_fps, block=64,
+                                           source_id=item.video_id, stop=stop)
+        return source, "frames"
+    if item.path.is_file():
+        source = FileSource(item.path, backend=cfg.io.backend, fallback=cfg.io.fallback,
+                            block=64, source_id=item.video_id, stop=stop)
+        return source, source.reader.info.backend
+    raise VideoSkipped(f"no such file: {item.path}")
+
+
+def fit_scene(head: SceneHead, items: Sequence[VideoItem], cfg: ScoreConfig, progress: bool = True) -> None:
+    """Fit the scene head on reference videos' frames (one pass each); JobError when it cannot."""
+    problems: list[str] = []
+
+    def videos() -> Iterator[Iterator[np.ndarray]]:
+        for item in tqdm(items, desc="reference", unit="video", disable=not progress):
+            try:
+                source, _ = open_item_source(item, cfg)
+            except (VideoError, VideoSkipped) as err:
+                problems.append(f"{item.path}: {err}")
+                continue
+            with source:
+                yield (frames for _, frames in source.blocks())
+
+    try:
+        head.fit_frames(videos())
+    except VideoError as err:
+        raise JobError(f"cannot read the reference footage: {err}") from None
+    except HeadError as err:
+        raise JobError(f"cannot fit the scene head: {err}"
+                       + (f" (skipped: {'; '.join(problems)})" if problems else "")) from None
+    for p in problems:
+        logger.warning("reference video skipped: %s", p)
 
 
 def default_run_dir(root: str | Path) -> Path:

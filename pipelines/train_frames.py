@@ -64,6 +64,7 @@ class FrameTrainLoop:
     holdout_fraction: float = 0.1  # end of every clip: calibration, never trained on
     max_frames: int = 20000  # per clip, taken evenly spaced in runs of contiguous frames beyond this
     calibration_quantile: float = 0.99
+    error_patch: int = 0  # score: 0 = whole-frame PSNR (the paper); k = PSNR of the worst k x k patch
     device: str = "cpu"
     threads: int | None = None
 
@@ -280,10 +281,10 @@ class FrameTrainer:
         self.model.eval()
         sizes = sorted(set(self.sizes))
         head = FramePredictionHead(self.model.generator, scale=1.0, calibration_quantile=t.calibration_quantile,
-                                   train_size=sizes[0] if len(sizes) == 1 else None)
+                                   train_size=sizes[0] if len(sizes) == 1 else None, error_patch=t.error_patch)
         scale, n_held = self.calibration_scale(head)
         head = FramePredictionHead(self.model.generator, scale=scale, calibration_quantile=t.calibration_quantile,
-                                   train_size=head.train_size,
+                                   train_size=head.train_size, error_patch=t.error_patch,
                                    extra={"iterations": self.iteration, "n_train_frames": sum(map(len, self.train_clips)),
                                           "n_calibration_frames": n_held})
         head.save(self.out)

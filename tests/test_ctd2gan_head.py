@@ -159,3 +159,26 @@ def test_frame_folders_are_scored_as_videos(trained, tmp_path, random_i3d):
                  "--set", "features.engine=torch"]) == 2
     (video,) = json.loads((tmp_path / "feat" / "summary.json").read_text())["videos"]
     assert "folder of frames: only frame-prediction heads" in video["error"]
+
+
+def test_error_patch_scores_a_small_wrong_region_and_survives_save(tmp_path):
+    import torch
+
+    from vad.heads import FramePredictionHead, HeadError
+    from vad.heads.ctd2gan import ConvTransformerGenerator, CTD2GANConfig
+
+    gen = ConvTransformerGenerator(CTD2GANConfig(size=32, past_frames=2, width=4, depth=2, heads=2, pe_dim=4))
+    whole = FramePredictionHead(gen, scale=1.0)
+    patch = FramePredictionHead(gen, scale=1.0, error_patch=8)
+    target = torch.zeros(2, 1, 32, 32)
+    pred = target.clone()
+    pred[0, :, 4:12, 4:12] = 0.5  # a small wrong region
+    pred[1] += 0.5 / 8  # a small error everywhere
+    w, p = whole._psnr(pred, target), patch._psnr(pred, target)
+    assert w[0] > p[0] + 10  # whole-frame PSNR averages the small region away; the worst patch does not
+    assert p[0] < p[1]
+    patch.save(tmp_path / "h")
+    assert load_head(tmp_path / "h").error_patch == 8
+    assert load_head(tmp_path / "h").with_score_mode("minmax").error_patch == 8
+    with pytest.raises(HeadError, match="error_patch"):
+        FramePredictionHead(gen, scale=1.0, error_patch=64)

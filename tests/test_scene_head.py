@@ -163,3 +163,36 @@ def test_vad_score_default_is_the_scene_head(tmp_path):
     assert status["short"]["status"] == "error" and "at least" in status["short"]["error"]
     events = [json.loads(line) for line in (self_run / "events.jsonl").read_text().splitlines()]
     assert any(e["start_frame"] >= 118 and "region" in e for e in events)
+
+
+def test_stream_scorer_with_the_scene_head_equals_batch_scores_and_events(fitted):
+    """The live path (StreamScorer: frame by frame, uneven pushes) gives the batch scores and
+    the batch events, regions included; reset() ends the open event and forgets motion."""
+    from vad.events import EventRules, detect_events_with, with_regions
+    from vad.scoring import StreamScorer
+
+    frames, _ = scene(90, seed=4, block=(40, 40, 40, 24, 20))
+    rules = EventRules(threshold=1.5, min_duration_s=0.5, merge_gap_s=0.5)
+    batch = fitted.score_frame_blocks(iter_blocks(frames, 32))
+    want = with_regions(detect_events_with(rules, batch.scores, 10.0, source_id="cam"), batch.regions)
+    assert want and want[0].region is not None
+    stream = StreamScorer(fitted, None, 10.0, rules, source_id="cam")
+    rng = np.random.default_rng(0)
+    scores, ended, i = [], [], 0
+    while i < len(frames):
+        n = int(rng.integers(1, 9))
+        step = stream.push(frames[i:i + n])
+        scores.append(step.frame_scores)
+        ended += [u.event for u in step.updates if u.kind == "end"]
+        i += n
+    step = stream.finish()
+    ended += [u.event for u in step.updates if u.kind == "end"]
+    np.testing.assert_allclose(np.concatenate(scores + [step.frame_scores]), batch.scores, rtol=1e-5, atol=1e-6)
+    assert [(e.start_frame, e.end_frame, e.peak_frame, e.region) for e in ended] == \
+        [(e.start_frame, e.end_frame, e.peak_frame, e.region) for e in want]
+    # a gap: the open event ends at once, the frame count goes on
+    stream = StreamScorer(fitted, None, 10.0, rules, source_id="cam")
+    stream.push(frames[:70])
+    gap = stream.reset()
+    assert [u.kind for u in gap.updates][-1] == "end" and stream.frames_pushed == 70
+    assert stream.push(frames[70:71]).first_frame == 70

@@ -134,8 +134,24 @@ class PipelineConfig:
 
 
 @dataclass
+class MonitorConfig:
+    """``vad monitor``: live streams. ``stream`` keys are :class:`vad.io.stream.StreamOptions`
+    (timeouts, backoff, analysis_fps, ...), the same for every camera unless a camera sets its own."""
+
+    stream: dict[str, Any] = field(default_factory=dict)
+    reference_seconds: float = 60.0  # no --reference/--head: learn the camera for this long, then freeze
+    pre_s: float = 5.0  # event clips start this long before the event
+    post_s: float = 5.0  # ... and end this long after it
+    clip_buffer_s: float = 120.0  # recent frames kept for clips (a longer event's clip starts later)
+    clip_quality: int = 85  # JPEG quality of buffered frames (snapshots and clip frames)
+    http_host: str = "127.0.0.1"
+    http_port: int | None = None  # /healthz and /metrics; null: no HTTP server
+    health_every_s: float = 5.0  # <out>/health.json rewritten this often
+
+
+@dataclass
 class ScoreConfig:
-    """Everything ``vad score`` reads."""
+    """Everything ``vad score`` (and ``vad monitor``) reads."""
 
     io: IOConfig = field(default_factory=IOConfig)
     snippets: SnippetConfig = field(default_factory=SnippetConfig)
@@ -145,6 +161,7 @@ class ScoreConfig:
     events: EventConfig = field(default_factory=EventConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
 
 @dataclass

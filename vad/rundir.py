@@ -10,6 +10,9 @@ Layout of a ``vad score`` run::
     <run>/config.yaml           the resolved configuration
     <run>/head/                 the fitted head when --reference was given (reusable: --head)
     <run>/run.log               the job's log, including tracebacks of unexpected failures
+    <run>/snapshots/<event>.jpg the live monitor: each event's peak frame (its region drawn)
+    <run>/clips/<event>.mp4     the live monitor: each event with its pre/post seconds
+    <run>/health.json           the live monitor: last per-camera state (as /healthz)
 
 Every write is atomic (temporary file + rename), so a killed job never leaves half a file.
 Evaluation and reports read runs only through :class:`RunDir`.
@@ -110,6 +113,24 @@ class RunDir:
 
     def record_path(self, video_id: str) -> Path:
         return self.root / "records" / f"{video_id}.json"
+
+    @staticmethod
+    def _file_id(event_id: str) -> str:
+        # event ids are "<source>:<frame>"; file names keep only safe characters
+        return "".join(c if c.isalnum() or c in "-_." else "_" for c in event_id)
+
+    def snapshot_path(self, event_id: str) -> Path:
+        """JPEG of an event's peak frame (live monitor)."""
+        return self.root / "snapshots" / f"{self._file_id(event_id)}.jpg"
+
+    def clip_path(self, event_id: str) -> Path:
+        """MP4 clip of an event with its pre/post seconds (live monitor)."""
+        return self.root / "clips" / f"{self._file_id(event_id)}.mp4"
+
+    @property
+    def health_path(self) -> Path:
+        """The live monitor's last per-camera state (also served at /healthz)."""
+        return self.root / "health.json"
 
     def relative(self, path: Path) -> str:
         return str(Path(path).relative_to(self.root))

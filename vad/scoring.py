@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -117,17 +117,24 @@ class StreamScorer:
     """Frames in, frame scores and event updates out, causally (see the module docstring).
 
     ``embed(snippets) -> units`` turns snippets into the head's units: features
-    (n_snippets, n_crops, dim) for a features head; a frames head takes the snippet frames as
-    they are (``embed=None``).
+    (n_snippets, n_crops, dim) for a features head. A frames head (``head.input.kind ==
+    "frames"``, ``embed=None``) takes every pushed frame as its unit and gives one score per
+    frame (no snippets); when its scorer localises (``last_regions``), event updates carry the
+    region of their peak frame.
     """
 
-    def __init__(self, head: Head, spec: SnippetSpec, fps: float, rules: EventRules, *,
+    def __init__(self, head: Head, spec: SnippetSpec | None, fps: float, rules: EventRules, *,
                  embed: Callable[[list[Snippet]], np.ndarray] | None = None, source_id: str = "",
                  n_units: int | None = None) -> None:
         if head.input.kind == "features" and embed is None:
             raise ValueError("a features head needs embed (snippets -> features)")
+        if spec is None:  # frames heads take frames, not snippets: a one-frame "snippet"
+            spec = SnippetSpec(1, 1)
         self.head, self.spec, self.fps, self.embed = head, spec, fps, embed
         self.source_id = source_id
+        self.per_frame = head.input.kind == "frames"
+        self._regions: deque[tuple[int, np.ndarray]] = deque(maxlen=4096)  # (frame, box), frames heads
+        self._frames_seen = 0  # frames pushed to a frames head, gaps included
         self.buffer = SnippetBuffer(spec)
         self.scorer = head.stream(UnitTiming(fps, spec.stride), n_units)
         self.frames = SnippetFrameScores(spec)
@@ -137,7 +144,42 @@ class StreamScorer:
 
     @property
     def frames_pushed(self) -> int:
+        if self.per_frame:
+            return self._frames_seen
         return self._first_frame + self.buffer.next_frame
+
+    def _frame_step(self, frames: np.ndarray, final: bool = False, closing: bool = False) -> StreamStep:
+        """A frames head: every frame is a unit, scored as it comes."""
+        first = self._frames_seen
+        parts = [np.zeros(0, np.float32)]
+        for f in frames:
+            parts.append(np.asarray(self.scorer.update(f), np.float32).reshape(-1))
+            boxes = getattr(self.scorer, "last_regions", None)
+            if boxes is not None and len(boxes):
+                self._regions.append((self._frames_seen, boxes[-1]))
+            self._frames_seen += 1
+        if final or closing:
+            parts.append(np.asarray(self.scorer.finish(), np.float32).reshape(-1))
+        scores = np.concatenate(parts)
+        walls = None
+        if self._walls is not None:
+            walls = np.array([self._walls.popleft() for _ in range(len(scores))], dtype=np.float64)
+        updates = self.tracker.update(scores, walls)
+        if final:
+            updates += self.tracker.finish()
+        return StreamStep(first, scores, self._located(updates))
+
+    def _located(self, updates: list[EventUpdate]) -> list[EventUpdate]:
+        if not self._regions:
+            return updates
+        boxes = dict(self._regions)
+        out = []
+        for u in updates:
+            box = boxes.get(u.event.peak_frame)
+            if box is not None and np.all(np.isfinite(box)):
+                u = replace(u, event=replace(u.event, region=tuple(float(v) for v in box)))
+            out.append(u)
+        return out
 
     def _step(self, unit_scores: list[np.ndarray], final: bool, closing: bool = False) -> StreamStep:
         first = self._first_frame + self.frames.frames_emitted
@@ -168,10 +210,15 @@ class StreamScorer:
                     raise ValueError("wall_times must be given from the first push on")
                 self._walls = deque()
             self._walls.extend(np.atleast_1d(np.asarray(wall_times, dtype=np.float64)).tolist())
+        if self.per_frame:
+            frames = np.asarray(frames)
+            return self._frame_step(frames[None] if frames.ndim == 3 else frames)
         return self._step(self._units(self.buffer.push(frames)), False)
 
     def finish(self) -> StreamStep:
         """End of the source: the tail snippet, the head's look-ahead, the open event."""
+        if self.per_frame:
+            return self._frame_step(np.zeros((0, 1, 1, 3), np.uint8), final=True)
         scores = self._units(self.buffer.flush())
         scores.append(self.scorer.finish())
         return self._step(scores, True)
@@ -181,6 +228,11 @@ class StreamScorer:
         the source ended there, the open event ends, and temporal state starts afresh (the
         snippet buffer, the head's window or self-reference, smoothing). Frame indices go on
         counting, so events of the next segment never reuse an id."""
+        if self.per_frame:
+            step = self._frame_step(np.zeros((0, 1, 1, 3), np.uint8), closing=True)
+            step.updates += self._located(self.tracker.reset())
+            self.scorer.reset()
+            return step
         scores = self._units(self.buffer.flush())
         scores.append(self.scorer.finish())
         step = self._step(scores, False, closing=True)

@@ -63,7 +63,7 @@ class FramePredictionHead(Head):
     def __init__(self, generator: ConvTransformerGenerator, *, scale: float | None = None,
                  score_mode: str = "calibrated", calibration_quantile: float = 0.99,
                  train_size: tuple[int, int] | None = None, batch_size: int = 16,
-                 extra: dict[str, Any] | None = None) -> None:
+                 error_patch: int = 0, extra: dict[str, Any] | None = None) -> None:
         if score_mode not in SCORE_MODES:
             raise HeadError(f"score_mode must be one of {SCORE_MODES}, got {score_mode!r}")
         if score_mode == "calibrated" and not scale:
@@ -75,6 +75,9 @@ class FramePredictionHead(Head):
         self.calibration_quantile = calibration_quantile
         self.train_size = train_size  # (width, height) of the training footage, for the warning
         self.batch_size = batch_size
+        if error_patch < 0 or error_patch > generator.cfg.size:
+            raise HeadError(f"error_patch must be in [0, {generator.cfg.size}], got {error_patch}")
+        self.error_patch = error_patch
         self.extra = dict(extra or {})
         self._warned: set[tuple[int, int]] = set()
 
@@ -101,7 +104,7 @@ class FramePredictionHead(Head):
         """The same generator scoring in ``score_mode``."""
         return FramePredictionHead(self.generator, scale=self.scale, score_mode=score_mode,
                                    calibration_quantile=self.calibration_quantile, train_size=self.train_size,
-                                   batch_size=self.batch_size, extra=self.extra)
+                                   batch_size=self.batch_size, error_patch=self.error_patch, extra=self.extra)
 
     # -- scoring -----------------------------------------------------------------------------
     def _check_size(self, frames: np.ndarray) -> None:
@@ -136,9 +139,20 @@ class FramePredictionHead(Head):
             for a in range(0, len(targets), self.batch_size):
                 idx = targets[a:a + self.batch_size]
                 clips = torch.stack([x[i - t:i] for i in idx])
-                out.append(psnr(self.generator(clips), x[idx]).float().cpu().numpy())
+                out.append(self._psnr(self.generator(clips), x[idx]).float().cpu().numpy())
             carry = x[-t:]
         return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def _psnr(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-frame PSNR; with ``error_patch`` k, of the worst k x k patch (mean squared error
+        pooled over patches at stride k/2, then the maximum), so a small wrong region is not
+        averaged away by a well-predicted rest of the frame."""
+        if not self.error_patch:
+            return psnr(pred, target)
+        k = self.error_patch
+        err = ((pred - target) / 2.0).pow(2).mean(dim=1, keepdim=True)
+        pooled = torch.nn.functional.avg_pool2d(err, k, stride=max(1, k // 2))
+        return 10.0 * torch.log10(1.0 / (pooled.flatten(1).amax(dim=1) + 1e-10))
 
     def _to_scores(self, p: np.ndarray) -> np.ndarray:
         if np.isnan(p).all():
@@ -178,7 +192,8 @@ class FramePredictionHead(Head):
             save_file(state, str(tmp))
         meta = self.meta(asdict(self.config), score_mode=self.score_mode,
                          calibration={"quantile": self.calibration_quantile, "scale": self.scale},
-                         train_size=list(self.train_size) if self.train_size else None, **self.extra)
+                         train_size=list(self.train_size) if self.train_size else None,
+                         error_patch=self.error_patch, **self.extra)
         write_head_meta(directory, meta)
         return directory
 
@@ -192,10 +207,10 @@ class FramePredictionHead(Head):
         calib = meta.get("calibration") or {}
         train_size = tuple(meta["train_size"]) if meta.get("train_size") else None
         known = {"format", "version", "type", "consumes", "causal", "lookahead", "needs_fit", "config",
-                 "score_mode", "calibration", "train_size"}
+                 "score_mode", "calibration", "train_size", "error_patch"}
         return cls(generator.to(device), scale=calib.get("scale"), score_mode=meta.get("score_mode", "calibrated"),
                    calibration_quantile=calib.get("quantile", 0.99), train_size=train_size,
-                   extra={k: v for k, v in meta.items() if k not in known})
+                   error_patch=int(meta.get("error_patch", 0)), extra={k: v for k, v in meta.items() if k not in known})
 
 
 class _FrameScorer(StreamingScorer):

@@ -369,7 +369,11 @@ class SceneHead(Head):
     # -- scoring -------------------------------------------------------------------------------
     def self_fitted(self, blocks: Iterable[np.ndarray]) -> SceneHead:
         """A fitted copy, fitted on ``blocks`` (a video's own start)."""
-        return SceneHead(self.cfg, self.policy).fit_frames([blocks])
+        return self.self_fitted_pieces([blocks])
+
+    def self_fitted_pieces(self, pieces: Iterable[Iterable[np.ndarray]]) -> SceneHead:
+        """A fitted copy, fitted on several pieces of footage (a stream's start, split at gaps)."""
+        return SceneHead(self.cfg, self.policy).fit_frames(pieces)
 
     def reference_frames(self, n_frames: int | None, fps: float) -> int:
         """Leading frames of a video that form its own reference (unfitted use)."""

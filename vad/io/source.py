@@ -53,6 +53,9 @@ class Frame:
     pts_s: float | None
     wall_time: float
     image: np.ndarray
+    #: which connection of a live stream it came from (0 for files); a new segment means a gap
+    #: before it (a reconnect, a timestamp jump, a resolution change)
+    segment: int = 0
 
 
 class FrameSource(ABC):

@@ -1,0 +1,544 @@
+"""``vad monitor``: live cameras scored in real time with the same heads and event tracker as
+``vad score``, events with a snapshot and a clip, health and Prometheus metrics.
+
+Per camera (:class:`CameraMonitor`): a :class:`~vad.io.stream.StreamSource` (reader thread +
+watchdog, latest-wins queue) and one scorer thread that
+
+1. **learns** the camera when no fitted head is given: the default scene head is fitted on the
+   first ``monitor.reference_seconds`` of analysed frames (reconnect gaps split them into
+   separate pieces) and then frozen; a saved head (``--head``) or one fitted on ``--reference``
+   footage is used as it is;
+2. **scores** every analysed frame through :class:`vad.scoring.StreamScorer` (frames heads frame
+   by frame; feature heads through the snippet buffer and the extractor), giving event updates
+   ``new`` / ``update`` / ``end`` with wall-clock times;
+3. keeps the last ``clip_buffer_s`` seconds of analysed frames as JPEG (bounded memory) for
+   the **snapshot** (the peak frame with the event's region drawn, rewritten while the peak
+   rises) and the **clip** (``pre_s`` before to ``post_s`` after the event, re-encoded with
+   libx264 from the kept frames at the analysis rate: ``clip_mode: "reencoded"``). An event's
+   ``end`` is written once its clip is (``post_s`` after it ended).
+
+After a gap (a reconnect, a timestamp jump, a resolution change: a new ``segment`` of the
+source) the scorer's temporal state is reset: the open event ends at the last frame before the
+gap, the snippet buffer and smoothing start afresh; the fitted head stays. Shutdown (SIGTERM,
+SIGINT, :meth:`Monitor.stop`) ends open events, writes their snapshots and clips with what was
+buffered, flushes the event log and returns.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import cv2
+import numpy as np
+
+from vad.config import ScoreConfig
+from vad.events import EventRules, EventUpdate
+from vad.fsutil import write_json_atomic
+from vad.heads import Head, HeadError, SceneHead
+from vad.io.stream import StreamOptions, StreamSource, redact_url
+from vad.rundir import RunDir
+from vad.scoring import StreamScorer
+from vad.sinks import EventLogSink, SinkSet
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Camera", "CameraMonitor", "Monitor", "MonitorError", "MonitorMetrics", "parse_camera"]
+
+
+class MonitorError(RuntimeError):
+    """The monitor cannot start (bad configuration, unusable reference or head)."""
+
+
+@dataclass(frozen=True)
+class Camera:
+    """One stream: its URL (may hold credentials: never logged), its name in every output."""
+
+    url: str
+    name: str
+
+    def __repr__(self) -> str:  # never the URL
+        return f"Camera({self.name!r})"
+
+
+def parse_camera(arg: str) -> Camera:
+    """``NAME=URL`` or ``URL`` (named by its redacted host and path)."""
+    if "=" in arg.split("://", 1)[0]:
+        name, url = arg.split("=", 1)
+    else:
+        url = arg
+        red = redact_url(url)
+        name = red.split("://", 1)[-1].replace("***@", "")
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("_") or "camera"
+    return Camera(url, name)
+
+
+class MonitorMetrics:
+    """Per-camera Prometheus metrics in one registry (served at ``/metrics``)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        label = ["camera"]
+        self.frames_in = Counter("vad_frames_in", "Frames decoded from the stream", label, registry=self.registry)
+        self.frames_scored = Counter("vad_frames_scored", "Frames scored", label, registry=self.registry)
+        self.dropped = Counter("vad_frames_dropped", "Analysed frames dropped by the latest-wins queue", label,
+                               registry=self.registry)
+        self.reconnects = Counter("vad_reconnects", "Reconnects after the first connection", label,
+                                  registry=self.registry)
+        self.stalls = Counter("vad_stalls", "Stalls detected by the watchdog", label, registry=self.registry)
+        self.events = Counter("vad_events", "Events ended", label, registry=self.registry)
+        self.latency = Histogram("vad_inference_latency_seconds", "Frame arrival to score", label,
+                                 buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10), registry=self.registry)
+        self.queue_depth = Gauge("vad_queue_depth", "Frames waiting for the scorer", label, registry=self.registry)
+        self.last_score = Gauge("vad_last_score", "Last frame score", label, registry=self.registry)
+        self.up = Gauge("vad_stream_live", "1 while the stream is live", label, registry=self.registry)
+        self._seen: dict[tuple[str, str], float] = {}
+
+    def count_to(self, counter: Any, camera: str, total: float) -> None:
+        """Advance a counter to a running total kept elsewhere (the source's own counters)."""
+        key = (counter._name, camera)
+        delta = total - self._seen.get(key, 0.0)
+        if delta > 0:
+            counter.labels(camera).inc(delta)
+            self._seen[key] = total
+
+
+class _FrameRing:
+    """The last ``seconds`` of analysed frames as JPEG, by frame index (bounded memory)."""
+
+    def __init__(self, seconds: float, quality: int) -> None:
+        self.seconds, self.quality = seconds, quality
+        self._items: deque[tuple[int, float, bytes]] = deque()
+        self.size: tuple[int, int] | None = None
+
+    def add(self, index: int, wall: float, image: np.ndarray) -> None:
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        if ok:
+            self._items.append((index, wall, buf.tobytes()))
+            self.size = (image.shape[1], image.shape[0])
+        while self._items and wall - self._items[0][1] > self.seconds:
+            self._items.popleft()
+
+    def frame(self, index: int) -> bytes | None:
+        for i, _, jpg in reversed(self._items):
+            if i == index:
+                return jpg
+            if i < index:
+                return None
+        return None
+
+    def between(self, t0: float, t1: float) -> list[tuple[float, bytes]]:
+        return [(w, j) for _, w, j in self._items if t0 <= w <= t1]
+
+
+def write_snapshot(path: Path, jpg: bytes, region: Sequence[float] | None) -> None:
+    """The peak frame as JPEG, the event's region drawn when it has one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if region is None:
+        path.write_bytes(jpg)
+        return
+    img = cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR)
+    h, w = img.shape[:2]
+    x0, y0, x1, y1 = region
+    cv2.rectangle(img, (int(x0 * w), int(y0 * h)), (int(x1 * w) - 1, int(y1 * h) - 1), (0, 0, 255), 2)
+    cv2.imwrite(str(path), img)
+
+
+def write_clip(path: Path, frames: list[tuple[float, bytes]], fps: float) -> int:
+    """Re-encode buffered JPEG frames to an H.264 MP4 at ``fps``; returns the frames written."""
+    import av
+
+    if not frames:
+        return 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    n = 0
+    with av.open(str(tmp), "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=max(1, int(round(fps))))
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"preset": "veryfast", "crf": "23"}
+        for _, jpg in frames:
+            img = cv2.cvtColor(cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            h, w = img.shape[:2]
+            if n == 0:
+                stream.width, stream.height = w - w % 2, h - h % 2
+            img = np.ascontiguousarray(cv2.resize(img, (stream.width, stream.height)) if (w, h) != (
+                stream.width, stream.height) else img)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+            n += 1
+        out.mux(stream.encode())
+    tmp.replace(path)
+    return n
+
+
+class CameraMonitor:
+    """One camera: its source, its scorer thread, its outputs (see the module docstring)."""
+
+    def __init__(self, camera: Camera, cfg: ScoreConfig, run: RunDir, sinks: SinkSet, sink_lock: threading.Lock,
+                 head: Head, metrics: MonitorMetrics | None = None,
+                 embed: Callable[[list[Any]], list[np.ndarray]] | None = None, spec: Any = None) -> None:
+        self.camera, self.cfg, self.run, self.sinks, self.sink_lock = camera, cfg, run, sinks, sink_lock
+        m = cfg.monitor
+        try:
+            self.options = StreamOptions(**{**m.stream})
+        except (TypeError, ValueError) as err:
+            raise MonitorError(f"monitor.stream: {err}") from None
+        self.source = StreamSource(camera.url, self.options, name=camera.name)
+        self.head = head
+        self.embed, self.spec = embed, spec
+        self.metrics = metrics
+        self.rules = EventRules.from_config(cfg.events)
+        self.fps = self.options.analysis_fps or 25.0
+        self.ring = _FrameRing(m.clip_buffer_s, m.clip_quality)
+        self.state = "connecting"  # connecting | learning | live | stalled | reconnecting | stopped
+        self.last_score: float | None = None
+        self.frames_scored = 0
+        self.events_ended = 0
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pending: list[tuple[float, EventUpdate]] = []  # ended events waiting for their post_s
+        self._log = logging.getLogger(f"{__name__}.{camera.name}")
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self.source.start()
+        self._thread = threading.Thread(target=self._run, name=f"scorer-{self.camera.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
+        self.source.stop()
+        self.state = "stopped"
+
+    def health(self) -> dict[str, Any]:
+        s = self.source.stats
+        state = self.state if self.state in ("learning", "stopped") or self.error else self.source.state
+        if self.state == "learning" and self.source.state != "live":
+            state = self.source.state
+        age = self.source.last_frame_age_s
+        return {"state": "error" if self.error else state, "last_frame_age_s": None if age is None else round(age, 3),
+                "frames_in": s.frames_in, "frames_scored": self.frames_scored, "dropped": self.source.dropped,
+                "reconnects": s.reconnects, "stalls": s.stalls, "discontinuities": s.discontinuities,
+                "last_score": self.last_score, "events": self.events_ended, "last_error": self.error or s.last_error,
+                "size": list(s.size) if s.size else None, "queue_depth": len(self.source.queue)}
+
+    def update_metrics(self) -> None:
+        if self.metrics is None:
+            return
+        m, c, s = self.metrics, self.camera.name, self.source.stats
+        m.count_to(m.frames_in, c, s.frames_in)
+        m.count_to(m.frames_scored, c, self.frames_scored)
+        m.count_to(m.dropped, c, self.source.dropped)
+        m.count_to(m.reconnects, c, s.reconnects)
+        m.count_to(m.stalls, c, s.stalls)
+        m.count_to(m.events, c, self.events_ended)
+        m.queue_depth.labels(c).set(len(self.source.queue))
+        m.up.labels(c).set(1.0 if self.source.state == "live" else 0.0)
+        if self.last_score is not None:
+            m.last_score.labels(c).set(self.last_score)
+
+    # -- the scorer thread ---------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            if isinstance(self.head, SceneHead) and not self.head.fitted:
+                self.state = "learning"
+                self.head = self._learn(self.head)
+                if self.head is None:
+                    return
+            self.state = "live"
+            self._score()
+        except (HeadError, ValueError) as err:
+            self.error = str(err)
+            self._log.error("camera stopped: %s", err)
+        except Exception as err:  # noqa: BLE001 - one camera's bug must not take the others down
+            self.error = f"unexpected {type(err).__name__}: {err}"
+            self._log.error("camera stopped", exc_info=True)
+
+    def _learn(self, head: SceneHead) -> SceneHead | None:
+        """Fit the scene head on the first ``reference_seconds`` of analysed frames."""
+        want = int(round(self.cfg.monitor.reference_seconds * self.fps))
+        pieces: list[list[np.ndarray]] = [[]]
+        segment, n = None, 0
+        self._log.info("learning the camera for %.0f s (%d frames)", self.cfg.monitor.reference_seconds, want)
+        while n < want:
+            if self._stop.is_set():
+                return None
+            frame = self.source.get(0.25)
+            if frame is None:
+                continue
+            if segment is not None and frame.segment != segment and pieces[-1]:
+                pieces.append([])
+            segment = frame.segment
+            pieces[-1].append(frame.image)
+            n += 1
+        fitted = head.self_fitted_pieces([[np.stack(p)] for p in pieces if p])
+        if self.cfg.head.save:
+            fitted.save(self.run.root / "heads" / self.camera.name)
+        self._log.info("learned: scoring from now on")
+        return fitted
+
+    def _score(self) -> None:
+        scorer = StreamScorer(self.head, self.spec, self.fps, self.rules, embed=self.embed, source_id=self.camera.name)
+        segment: int | None = None
+        while not self._stop.is_set():
+            frame = self.source.get(0.25)
+            self._flush_pending(time.time())
+            self.update_metrics()
+            if frame is None:
+                continue
+            if segment is not None and frame.segment != segment:
+                self._log.info("gap in the stream (segment %d -> %d): events end, temporal state resets",
+                               segment, frame.segment)
+                self._handle(scorer.reset().updates)
+            segment = frame.segment
+            # the tracker counts the frames it scored (not the source's, which include drops)
+            self.ring.add(scorer.frames_pushed, frame.wall_time, frame.image)
+            step = scorer.push(frame.image, wall_times=np.array([frame.wall_time]))
+            now = time.time()
+            if len(step.frame_scores):
+                self.frames_scored += len(step.frame_scores)
+                self.last_score = float(step.frame_scores[-1])
+                if self.metrics is not None:
+                    self.metrics.latency.labels(self.camera.name).observe(max(0.0, now - frame.wall_time))
+            self._handle(step.updates)
+        self._handle(scorer.finish().updates)
+        self._flush_pending(float("inf"))
+        self.update_metrics()
+
+    def _handle(self, updates: list[EventUpdate]) -> None:
+        for u in updates:
+            ev = u.event
+            snap = self.run.snapshot_path(ev.event_id)
+            jpg = self.ring.frame(ev.peak_frame)
+            if jpg is not None and u.kind in ("new", "update", "end"):
+                try:
+                    write_snapshot(snap, jpg, ev.region)
+                except OSError as err:
+                    self._log.warning("snapshot not written: %s", err)
+            if snap.is_file():
+                u = replace(u, event=replace(ev, snapshot=self.run.relative(snap)))
+            if u.kind == "end":
+                self._pending.append(((ev.end_wall or time.time()) + self.cfg.monitor.post_s, u))
+                continue
+            self._emit(u)
+
+    def _flush_pending(self, now: float) -> None:
+        """Write the clips of ended events whose post_s has passed, then their end records."""
+        due = [p for p in self._pending if p[0] <= now]
+        self._pending = [p for p in self._pending if p[0] > now]
+        for _, u in due:
+            ev = u.event
+            t0 = (ev.start_wall or 0.0) - self.cfg.monitor.pre_s
+            t1 = (ev.end_wall or time.time()) + self.cfg.monitor.post_s
+            clip = self.run.clip_path(ev.event_id)
+            try:
+                n = write_clip(clip, self.ring.between(t0, t1), self.fps)
+            except Exception as err:  # noqa: BLE001 - a clip that cannot be written loses only the clip
+                self._log.warning("clip not written: %s", err)
+                n = 0
+            explanation = dict(ev.explanation or {})
+            if n:
+                explanation["clip_mode"] = "reencoded"
+                explanation["clip_frames"] = n
+                u = replace(u, event=replace(ev, clip=self.run.relative(clip), explanation=explanation))
+            self.events_ended += 1
+            self._emit(u)
+
+    def _emit(self, u: EventUpdate) -> None:
+        with self.sink_lock:
+            self.sinks.event(u)
+        self._log.info("event %s %s (peak %.2f)", u.kind, u.event.event_id, u.event.peak_score)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    monitor: Monitor
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        if self.path.startswith("/healthz"):
+            body = json.dumps(self.monitor.health()).encode()
+            ctype = "application/json"
+            code = 200 if all(c["state"] in ("live", "learning") for c in self.monitor.health()["cameras"].values()) \
+                else 503
+        elif self.path.startswith("/metrics"):
+            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+            self.monitor.update_metrics()
+            body, ctype, code = generate_latest(self.monitor.metrics.registry), CONTENT_TYPE_LATEST, 200
+        else:
+            body, ctype, code = b"not found\n", "text/plain", 404
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, fmt: str, *args: Any) -> None:
+        logger.debug("http: " + fmt, *args)
+
+
+class Monitor:
+    """Several cameras in one process; one event log, one metrics registry, one HTTP server."""
+
+    def __init__(self, cameras: Sequence[Camera], cfg: ScoreConfig, out: str | Path,
+                 head_for: Callable[[Camera], tuple[Head, Any, Any]]) -> None:
+        names = [c.name for c in cameras]
+        if len(set(names)) != len(names):
+            raise MonitorError(f"camera names must be unique, got {names} (name them: NAME=URL)")
+        self.cfg = cfg
+        self.run = RunDir(out)
+        self.run.create()
+        self.metrics = MonitorMetrics()
+        self.sinks = SinkSet([EventLogSink(self.run.events_path, kinds=("new", "update", "end"))])
+        self._lock = threading.Lock()
+        self.cameras = []
+        for cam in cameras:
+            head, embed, spec = head_for(cam)
+            self.cameras.append(CameraMonitor(cam, cfg, self.run, self.sinks, self._lock, head, self.metrics,
+                                              embed=embed, spec=spec))
+        self.http: ThreadingHTTPServer | None = None
+        self._stopped = threading.Event()
+
+    @property
+    def http_port(self) -> int | None:
+        return None if self.http is None else self.http.server_address[1]
+
+    def health(self) -> dict[str, Any]:
+        return {"cameras": {c.camera.name: c.health() for c in self.cameras}, "time": time.time()}
+
+    def update_metrics(self) -> None:
+        for c in self.cameras:
+            c.update_metrics()
+
+    def start(self) -> None:
+        for c in self.cameras:
+            c.start()
+        m = self.cfg.monitor
+        if m.http_port is not None:
+            handler = type("Handler", (_Handler,), {"monitor": self})
+            self.http = ThreadingHTTPServer((m.http_host, m.http_port), handler)
+            self.http.daemon_threads = True
+            threading.Thread(target=self.http.serve_forever, name="http", daemon=True).start()
+            logger.info("health on http://%s:%d/healthz, metrics on /metrics", m.http_host, self.http_port)
+
+    def wait(self, until: Callable[[], bool] | None = None) -> None:
+        """Block until :meth:`stop` (or ``until()`` is true), writing health.json as it goes."""
+        every = self.cfg.monitor.health_every_s
+        while not self._stopped.wait(min(every, 0.5)):
+            if until is not None and until():
+                break
+            self._write_health(every)
+
+    _last_health = 0.0
+
+    def _write_health(self, every: float) -> None:
+        now = time.time()
+        if now - self._last_health >= every:
+            self._last_health = now
+            try:
+                write_json_atomic(self.run.health_path, self.health())
+            except OSError as err:
+                logger.warning("health.json not written: %s", err)
+
+    def stop(self) -> None:
+        """End open events, write their snapshots and clips, flush the sinks, stop everything."""
+        self._stopped.set()
+        for c in self.cameras:
+            c._stop.set()
+        for c in self.cameras:
+            c.stop()
+        if self.http is not None:
+            self.http.shutdown()
+            self.http.server_close()
+        self._write_health(0.0)
+        self.sinks.close()
+
+
+def build_heads(cfg: ScoreConfig, out: Path) -> Callable[[Camera], tuple[Head, Any, Any]]:
+    """What each camera scores with: a saved head (``--head``) or one fitted on ``--reference``
+    footage, shared by all cameras (frozen; scorers keep their own state), or, with neither, a
+    fresh head per camera that learns that camera's first ``monitor.reference_seconds``."""
+    from pipelines.score import JobError, ScoreJob, configured_head
+
+    if cfg.head.type == "reference" and not cfg.head.load and cfg.head.reference_seconds is None:
+        cfg.head.reference_seconds = cfg.monitor.reference_seconds  # a stream has no "first 25 %"
+    try:
+        job = ScoreJob(cfg, out, progress=False)
+        job.load_model()
+        job.run_dir.create()
+        job.prepare_head()
+    except JobError as err:
+        raise MonitorError(str(err)) from None
+    head = job.head
+    assert head is not None
+    if not head.causal:
+        raise MonitorError(f"the {head.type_name} head needs the whole video (look-ahead {head.lookahead}); "
+                           "a live stream needs a causal head (ctd2gan: head.score_mode=calibrated)")
+    embed: Callable[[list[Any]], list[np.ndarray]] | None = None
+    if head.input.kind == "features":
+        extractor = job.extractor
+
+        def embed_snippets(snippets: list[Any]) -> list[np.ndarray]:
+            return list(extractor.extract(snippets).transpose(1, 0, 2))  # per snippet: (crops, dim)
+
+        embed = embed_snippets
+
+    shared = head.fitted or not head.needs_fit
+    extractor_name = job.extractor.spec.name if job.extractor else None
+
+    def head_for(camera: Camera) -> tuple[Head, Any, Any]:
+        if shared:
+            return head, embed, job.spec
+        return configured_head(cfg, extractor_name, cfg.head.type), embed, job.spec
+
+    return head_for
+
+
+def run_monitor(cfg: ScoreConfig, cameras: Sequence[Camera], out: str | Path, *, duration: float | None = None) -> int:
+    """``vad monitor``: run until SIGTERM/SIGINT (or ``duration`` seconds); 0 after a clean stop."""
+    import signal
+
+    out = Path(out)
+    RunDir(out).create()
+    RunDir(out).write_config(_config_dict(cfg))
+    monitor = Monitor(cameras, cfg, out, build_heads(cfg, out))
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        logger.info("signal %d: stopping (open events end, clips and logs are flushed)", signum)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    t_end = None if duration is None else time.time() + duration
+    try:
+        monitor.start()
+        names = ", ".join(c.name for c in cameras)
+        print(f"monitoring {len(cameras)} camera(s): {names}; outputs: {out}"
+              + (f"; http://{cfg.monitor.http_host}:{monitor.http_port}/healthz" if monitor.http_port else ""),
+              flush=True)
+        monitor.wait(lambda: stop.is_set() or (t_end is not None and time.time() >= t_end))
+    finally:
+        monitor.stop()
+        for s, h in previous.items():
+            signal.signal(s, h)
+    health = monitor.health()["cameras"]
+    print("stopped: " + "; ".join(f"{n}: {h['frames_scored']} frames scored, {h['events']} event(s), "
+                                  f"{h['reconnects']} reconnect(s)" for n, h in health.items()), flush=True)
+    return 0
+
+
+def _config_dict(cfg: ScoreConfig) -> dict[str, Any]:
+    from vad.config import to_dict
+
+    return to_dict(cfg)
