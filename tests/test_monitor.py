@@ -19,7 +19,6 @@ from pathlib import Path
 
 import av
 import numpy as np
-import pytest
 
 from pipelines.cli import main
 from vad.io.stream import Backoff, LatestQueue, StreamOptions, StreamSource, redact_text, redact_url

@@ -272,9 +272,11 @@ class StreamSource(FrameSource):
         while not self._stop.wait(period):
             if self.state != "live":
                 continue
-            age = self.last_frame_age_s
-            since = self._live_since or self._clock.time()
-            quiet = age if age is not None else self._clock.time() - since
+            # quiet since the later of the last frame and this connection's start (a frame from
+            # before a reconnect says nothing about this connection)
+            now = self._clock.time()
+            since = max(self.stats.last_frame_wall or 0.0, self._live_since or now)
+            quiet = now - since
             if quiet >= self.options.stall_timeout_s:
                 self.state = "stalled"
                 self.stats.stalls += 1
@@ -289,7 +291,9 @@ class StreamSource(FrameSource):
         scheme = urlsplit(self.url).scheme.lower() if "://" in self.url else ""
         if scheme in ("rtsp", "rtsps"):
             # FFmpeg's socket timeout (microseconds) for RTSP; rtsp_transport as configured
-            opts.update({"rtsp_transport": o.transport, "timeout": str(int(o.read_timeout_s * 1e6))})
+            opts.update({"rtsp_transport": o.transport, "timeout": str(int(o.read_timeout_s * 1e6)),
+                         # probe 1 s, not FFmpeg's default ~3 s that then arrives as one burst
+                         "analyzeduration": "1000000", "fflags": "nobuffer"})
         elif scheme in ("http", "https", "tcp"):
             opts.update({"rw_timeout": str(int(o.read_timeout_s * 1e6)), "timeout": str(int(o.open_timeout_s * 1e6))})
         opts.update(o.options)
@@ -341,7 +345,7 @@ class StreamSource(FrameSource):
             self.state = "live"
             self._log.info("connected (%s)", stream.codec_context.name)
             period = None if o.analysis_fps is None else 1.0 / o.analysis_fps
-            next_due: float | None = None
+            next_due: dict[str, float] = {}
             last_pts: float | None = None
             offset = 0.0  # added to pts after a loop of a file, so time keeps growing
             size: tuple[int, int] | None = None
@@ -373,12 +377,15 @@ class StreamSource(FrameSource):
                             return
                         now = self._clock.time()
                         self.stats.last_frame_wall = now
-                    t = pts if pts is not None else now
-                    if period is not None:  # decimate to analysis_fps by presentation time
-                        if next_due is not None and t < next_due - 1e-6:
+                    # decimate to analysis_fps by presentation time; frames without one (often the
+                    # first after connecting) by wall time, on their own schedule
+                    clock, t = ("pts", pts) if pts is not None else ("wall", now)
+                    if period is not None:
+                        due = next_due.get(clock)
+                        if due is not None and t < due - 1e-6:
                             continue
                         # on schedule: the next slot; late by more than a period: resync
-                        next_due = next_due + period if next_due is not None and t - next_due < period else t + period
+                        next_due[clock] = due + period if due is not None and t - due < period else t + period
                     image = frame.to_ndarray(format="rgb24")
                     this_size = (image.shape[1], image.shape[0])
                     if size is not None and this_size != size:
