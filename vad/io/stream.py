@@ -168,7 +168,8 @@ class StreamStats:
     frames_in: int = 0  # decoded frames
     frames_out: int = 0  # frames handed to the queue (after decimation)
     connects: int = 0  # successful opens
-    reconnects: int = 0  # reconnects after the first open (errors, stalls, discontinuities)
+    reconnects: int = 0  # successful opens after the first (after errors, stalls, discontinuities)
+    failures: int = 0  # connections that failed or ended (each is followed by a backoff and a retry)
     stalls: int = 0
     discontinuities: int = 0  # timestamp jumps / resolution changes (a new segment)
     last_frame_wall: float | None = None
@@ -324,7 +325,7 @@ class StreamSource(FrameSource):
                     self._backoff.healthy(self._clock.time() - self._live_since)
                     self._live_since = None
             if not self._stop.is_set():
-                self.stats.reconnects += 1
+                self.stats.failures += 1
                 self.segment += 1
         self.state = "stopped"
 
@@ -340,6 +341,7 @@ class StreamSource(FrameSource):
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             self.stats.connects += 1
+            self.stats.reconnects = self.stats.connects - 1
             self.stats.last_error = None
             self._live_since = self._clock.time()
             self.state = "live"
