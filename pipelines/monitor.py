@@ -192,9 +192,10 @@ class CameraMonitor:
         self.camera, self.cfg, self.run, self.sinks, self.sink_lock = camera, cfg, run, sinks, sink_lock
         m = cfg.monitor
         try:
-            self.options = StreamOptions(**{**m.stream})
+            own = m.cameras.get(camera.name) or {}
+            self.options = StreamOptions(**{**m.stream, **own})
         except (TypeError, ValueError) as err:
-            raise MonitorError(f"monitor.stream: {err}") from None
+            raise MonitorError(f"monitor.stream / monitor.cameras.{camera.name}: {err}") from None
         self.source = StreamSource(camera.url, self.options, name=camera.name)
         self.head = head
         self.embed, self.spec = embed, spec
@@ -423,6 +424,9 @@ class Monitor:
         names = [c.name for c in cameras]
         if len(set(names)) != len(names):
             raise MonitorError(f"camera names must be unique, got {names} (name them: NAME=URL)")
+        unknown = sorted(set(cfg.monitor.cameras) - set(names))
+        if unknown:
+            raise MonitorError(f"monitor.cameras names {unknown}, which are not among the cameras {names}")
         self.cfg = cfg
         self.run = RunDir(out)
         self.run.create()

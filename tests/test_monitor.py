@@ -19,6 +19,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 
 from pipelines.cli import main
 from vad.io.stream import Backoff, LatestQueue, StreamOptions, StreamSource, redact_text, redact_url
@@ -234,3 +235,22 @@ def test_sigterm_ends_the_open_event_and_exits_zero(tmp_path):
     kinds = [r["update"] for r in records]
     assert kinds[0] == "new" and kinds[-1] == "end"  # the open event was ended at shutdown
     assert (out / records[-1]["clip"]).is_file() and (out / records[-1]["snapshot"]).is_file()
+
+
+def test_per_camera_stream_options_override_the_shared_ones(tmp_path):
+    from pipelines.cli import default_score_configs
+    from pipelines.monitor import Camera, Monitor, MonitorError
+    from vad.config import ScoreConfig, load_config
+    from vad.heads import SceneHead
+
+    cfg = load_config(ScoreConfig, default_score_configs(),
+                      ["monitor.stream={open_timeout_s: 10}", "monitor.cameras={door: {open_timeout_s: 45}}"])
+    cams = [Camera("rtsp://a/1", "door"), Camera("rtsp://b/2", "yard")]
+    mon = Monitor(cams, cfg, tmp_path / "m", lambda cam: (SceneHead(), None, None))
+    assert [c.options.open_timeout_s for c in mon.cameras] == [45, 10]
+    cfg.monitor.cameras = {"gate": {"open_timeout_s": 5}}
+    with pytest.raises(MonitorError, match="gate"):
+        Monitor(cams, cfg, tmp_path / "m2", lambda cam: (SceneHead(), None, None))
+    cfg.monitor.cameras = {"door": {"open_timeout_s": -1}}
+    with pytest.raises(MonitorError, match="open_timeout_s must be positive"):
+        Monitor(cams, cfg, tmp_path / "m3", lambda cam: (SceneHead(), None, None))

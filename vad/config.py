@@ -139,6 +139,7 @@ class MonitorConfig:
     (timeouts, backoff, analysis_fps, ...), the same for every camera unless a camera sets its own."""
 
     stream: dict[str, Any] = field(default_factory=dict)
+    cameras: dict[str, Any] = field(default_factory=dict)  # per camera name: stream keys overriding `stream`
     reference_seconds: float = 60.0  # no --reference/--head: learn the camera for this long, then freeze
     pre_s: float = 5.0  # event clips start this long before the event
     post_s: float = 5.0  # ... and end this long after it

@@ -94,6 +94,7 @@ class StreamOptions:
     loop: bool = False  # files: start again at the end (demos, tests)
     pace: bool = False  # files: hand frames on at their presentation time, as a camera would
     options: dict[str, str] = field(default_factory=dict)  # extra FFmpeg options
+    format: str | None = None  # FFmpeg input format, e.g. v4l2 for /dev/video0 (None: probe)
 
     def __post_init__(self) -> None:
         for name in ("open_timeout_s", "read_timeout_s", "stall_timeout_s", "backoff_initial_s", "backoff_max_s",
@@ -335,7 +336,7 @@ class StreamSource(FrameSource):
         import av
 
         o = self.options
-        container = av.open(self.url, format=self.format, options=self._av_options(),
+        container = av.open(self.url, format=self.format or o.format, options=self._av_options(),
                             timeout=(o.open_timeout_s, o.read_timeout_s))
         try:
             stream = container.streams.video[0]
