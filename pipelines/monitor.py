@@ -34,7 +34,7 @@ from collections import deque
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -275,23 +275,36 @@ class CameraMonitor:
             self._log.error("camera stopped", exc_info=True)
 
     def _learn(self, head: SceneHead) -> SceneHead | None:
-        """Fit the scene head on the first ``reference_seconds`` of analysed frames."""
+        """Fit the scene head on the first ``reference_seconds`` of analysed frames, as they
+        come (the head keeps a bounded sample, never the frames), split at gaps."""
         want = int(round(self.cfg.monitor.reference_seconds * self.fps))
-        pieces: list[list[np.ndarray]] = [[]]
-        segment, n = None, 0
+        state: dict[str, Any] = {"n": 0, "pending": None, "segment": None}
         self._log.info("learning the camera for %.0f s (%d frames)", self.cfg.monitor.reference_seconds, want)
-        while n < want:
+
+        def piece() -> Iterator[np.ndarray]:
+            while state["n"] < want and not self._stop.is_set():
+                frame, state["pending"] = state["pending"] or self.source.get(0.25), None
+                if frame is None:
+                    continue
+                if state["segment"] is not None and frame.segment != state["segment"]:
+                    state["pending"], state["segment"] = frame, frame.segment
+                    return  # a gap: the next piece starts with this frame
+                state["segment"] = frame.segment
+                state["n"] += 1
+                yield frame.image[None]
+
+        def pieces() -> Iterator[Iterator[np.ndarray]]:
+            while state["n"] < want and not self._stop.is_set():
+                yield piece()
+
+        try:
+            fitted = head.self_fitted_pieces(pieces())
+        except HeadError:
             if self._stop.is_set():
-                return None
-            frame = self.source.get(0.25)
-            if frame is None:
-                continue
-            if segment is not None and frame.segment != segment and pieces[-1]:
-                pieces.append([])
-            segment = frame.segment
-            pieces[-1].append(frame.image)
-            n += 1
-        fitted = head.self_fitted_pieces([[np.stack(p)] for p in pieces if p])
+                return None  # stopped while learning
+            raise
+        if self._stop.is_set() and state["n"] < want:
+            return None
         if self.cfg.head.save:
             fitted.save(self.run.root / "heads" / self.camera.name)
         self._log.info("learned: scoring from now on")

@@ -254,3 +254,22 @@ def test_per_camera_stream_options_override_the_shared_ones(tmp_path):
     cfg.monitor.cameras = {"door": {"open_timeout_s": -1}}
     with pytest.raises(MonitorError, match="open_timeout_s must be positive"):
         Monitor(cams, cfg, tmp_path / "m3", lambda cam: (SceneHead(), None, None))
+
+
+def test_without_reference_each_camera_learns_its_start_then_scores_with_a_frozen_head(tmp_path):
+    """No --reference/--head: the scene head learns the first monitor.reference_seconds of the
+    stream (as frames arrive, never holding them), is saved, then scores; a block that appears
+    later is one event."""
+    cam = write_h264(tmp_path / "cam.mp4", np.concatenate([walkway(60, seed=2), walkway(120, seed=3, block_from=60)[60:]]))
+    out = tmp_path / "mon"
+    code = main(["monitor", f"door={cam}", "--pace", "--out", str(out), "--duration", "13", *MON_SETS,
+                 "--set", "monitor.reference_seconds=4"])
+    assert code == 0
+    meta = json.loads((out / "heads" / "door" / "head.json").read_text())
+    assert meta["type"] == "scene" and meta["model"]["n_reference_frames"] == 40
+    ended = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    ended = [r for r in ended if r["update"] == "end"]
+    # frames count from the first scored one: the block (stream frame 60) is scored frame ~20
+    assert len(ended) == 1 and 18 <= ended[0]["start_frame"] <= 26, ended
+    health = json.loads((out / "health.json").read_text())["cameras"]["door"]
+    assert health["frames_scored"] >= 60  # everything after the 40 learned frames
