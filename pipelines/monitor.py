@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterator, Sequence
 import cv2
 import numpy as np
 
-from vad.config import ScoreConfig
+from vad.config import ScoreConfig, to_dict
 from vad.events import EventRules, EventUpdate
 from vad.fsutil import write_json_atomic
 from vad.heads import Head, HeadError, SceneHead
@@ -104,11 +104,11 @@ class MonitorMetrics:
         self.queue_depth = Gauge("vad_queue_depth", "Frames waiting for the scorer", label, registry=self.registry)
         self.last_score = Gauge("vad_last_score", "Last frame score", label, registry=self.registry)
         self.up = Gauge("vad_stream_live", "1 while the stream is live", label, registry=self.registry)
-        self._seen: dict[tuple[str, str], float] = {}
+        self._seen: dict[tuple[int, str], float] = {}
 
     def count_to(self, counter: Any, camera: str, total: float) -> None:
         """Advance a counter to a running total kept elsewhere (the source's own counters)."""
-        key = (counter._name, camera)
+        key = (id(counter), camera)
         delta = total - self._seen.get(key, 0.0)
         if delta > 0:
             counter.labels(camera).inc(delta)
@@ -231,11 +231,14 @@ class CameraMonitor:
 
     def health(self) -> dict[str, Any]:
         s = self.source.stats
-        state = self.state if self.state in ("learning", "stopped") or self.error else self.source.state
-        if self.state == "learning" and self.source.state != "live":
+        if self.error:
+            state = "error"
+        elif self.state == "stopped" or (self.state == "learning" and self.source.state == "live"):
+            state = self.state
+        else:  # the stream's own state (connecting, live, stalled, reconnecting)
             state = self.source.state
         age = self.source.last_frame_age_s
-        return {"state": "error" if self.error else state, "last_frame_age_s": None if age is None else round(age, 3),
+        return {"state": state, "last_frame_age_s": None if age is None else round(age, 3),
                 "frames_in": s.frames_in, "frames_scored": self.frames_scored, "dropped": self.source.dropped,
                 "reconnects": s.reconnects, "failures": s.failures, "stalls": s.stalls, "discontinuities": s.discontinuities,
                 "last_score": self.last_score, "events": self.events_ended, "last_error": self.error or s.last_error,
@@ -453,6 +456,7 @@ class Monitor:
                                               embed=embed, spec=spec))
         self.http: ThreadingHTTPServer | None = None
         self._stopped = threading.Event()
+        self._last_health = 0.0
 
     @property
     def http_port(self) -> int | None:
@@ -483,8 +487,6 @@ class Monitor:
             if until is not None and until():
                 break
             self._write_health(every)
-
-    _last_health = 0.0
 
     def _write_health(self, every: float) -> None:
         now = time.time()
@@ -562,8 +564,9 @@ def run_monitor(cfg: ScoreConfig, cameras: Sequence[Camera], out: str | Path, *,
     import signal
 
     out = Path(out)
-    RunDir(out).create()
-    RunDir(out).write_config(_config_dict(cfg))
+    run = RunDir(out)
+    run.create()
+    run.write_config(to_dict(cfg))
     monitor = Monitor(cameras, cfg, out, build_heads(cfg, out))
     stop = threading.Event()
 
@@ -588,9 +591,3 @@ def run_monitor(cfg: ScoreConfig, cameras: Sequence[Camera], out: str | Path, *,
     print("stopped: " + "; ".join(f"{n}: {h['frames_scored']} frames scored, {h['events']} event(s), "
                                   f"{h['reconnects']} reconnect(s)" for n, h in health.items()), flush=True)
     return 0
-
-
-def _config_dict(cfg: ScoreConfig) -> dict[str, Any]:
-    from vad.config import to_dict
-
-    return to_dict(cfg)

@@ -260,7 +260,7 @@ class ScoreJob:
         if not items:
             raise JobError(f"reference {h.reference} holds no videos")
         if isinstance(self.head, SceneHead):
-            self._fit_scene(self.head, items)
+            fit_scene(self.head, items, self.cfg, self.progress)
         else:
             bank, problems = [], []
             for item in tqdm(items, desc="reference", unit="video", disable=not self.progress):
@@ -278,12 +278,6 @@ class ScoreJob:
                 raise JobError(f"cannot fit the reference head: {err}") from None
         if h.save:
             self.head.save(self.run_dir.head_dir)
-
-    def _open_source(self, item: VideoItem, stop: int | None = None) -> tuple[FrameSource, str]:
-        return open_item_source(item, self.cfg, stop)
-
-    def _fit_scene(self, head: SceneHead, items: Sequence[VideoItem]) -> None:
-        fit_scene(head, items, self.cfg, self.progress)
 
     # -- one video --------------------------------------------------------------------------
     def score_video(self, item: VideoItem, get_features: Callable[[VideoItem], VideoFeatures]
@@ -433,7 +427,7 @@ class ScoreJob:
             t0 = time.perf_counter()
             try:
                 head, ref_frames = self.head, None
-                source, backend = self._open_source(item)
+                source, backend = open_item_source(item, self.cfg)
                 with source:
                     n, fps = source.n_frames, source.fps
                     result.n_frames, result.fps, result.backend = n, fps, backend
@@ -441,7 +435,7 @@ class ScoreJob:
                     if isinstance(head, SceneHead) and not head.fitted:
                         # no --reference: the video's own start is its reference
                         ref_frames = head.reference_frames(n, fps)
-                        first, _ = self._open_source(item, stop=ref_frames)
+                        first, _ = open_item_source(item, self.cfg, stop=ref_frames)
                         with first:
                             head = head.self_fitted(frames for _, frames in first.blocks())
                     progress.add_snippets(n)

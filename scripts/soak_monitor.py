@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench_monitor import rss_mb  # noqa: E402  (scripts/ is on sys.path when run as a file)
 from pipelines.cli import default_score_configs  # noqa: E402
 from pipelines.monitor import Camera, Monitor, build_heads  # noqa: E402
 from tests.rtsp import RTSPServer, rtsp_available, write_h264  # noqa: E402
@@ -42,14 +43,6 @@ from vad.config import ScoreConfig, load_config  # noqa: E402
 from vad.io import open_video  # noqa: E402
 
 LOOP_S, BLOCK = 20.0, (8.0, 16.0)
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def footage(d: Path, video: Path) -> tuple[Path, Path]:

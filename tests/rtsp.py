@@ -215,8 +215,11 @@ class RTSPServer:
         self._close_stderr()
 
 
-def write_h264(path: str | os.PathLike[str], frames: np.ndarray, fps: int) -> Path:
-    """Encode (T, H, W, 3) uint8 RGB ``frames`` as H.264 (libx264, yuv420p) at ``fps``.
+def write_h264(path: str | os.PathLike[str], frames: np.ndarray, fps: int, *, fmt: str | None = None,
+               first: int = 0) -> Path:
+    """Encode (T, H, W, 3) uint8 RGB ``frames`` as H.264 (libx264, yuv420p) at ``fps``;
+    ``fmt``: the container (default: by suffix); ``first``: the first frame's timestamp, in
+    frames (so that files concatenated byte-wise, e.g. MPEG-TS, keep counting).
 
     Camera-like: a keyframe every second (gop = fps), no B-frames, ultrafast/zerolatency,
     so an RTSP client that joins mid-stream waits at most a second for a decodable frame.
@@ -232,15 +235,17 @@ def write_h264(path: str | os.PathLike[str], frames: np.ndarray, fps: int) -> Pa
     gop = max(1, round(fps))
     options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(gop), "keyint_min": str(gop),
                "bf": "0", "sc_threshold": "0", "threads": "1"}  # threads=1: one slice per frame
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001), options=options)
+    with av.open(str(path), mode="w", format=fmt) as container:
+        rate = Fraction(fps).limit_denominator(1001)
+        stream = container.add_stream("libx264", rate=rate, options=options)
         stream.width = frames.shape[2]
         stream.height = frames.shape[1]
         stream.pix_fmt = "yuv420p"
         stream.codec_context.gop_size = gop
         stream.codec_context.max_b_frames = 0
-        for rgb in frames:
+        for i, rgb in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            frame.pts, frame.time_base = first + i, 1 / rate
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from pipelines.cli import main
+from tests.rtsp import write_h264
 from vad.io.stream import Backoff, LatestQueue, StreamOptions, StreamSource, redact_text, redact_url
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,22 +46,6 @@ def walkway(n: int, seed: int = 0, block_from: int | None = None) -> np.ndarray:
             f[40:60, 40:64] = tex
         out[t] = np.clip(f, 0, 255).astype(np.uint8)
     return out
-
-
-def write_h264(path: Path, frames: np.ndarray, fps: int = 10, fmt: str | None = None, first: int = 0) -> Path:
-    """H.264, a keyframe every second; ``first``: the first frame's timestamp in frames."""
-    from fractions import Fraction
-
-    with av.open(str(path), "w", format=fmt) as c:
-        s = c.add_stream("libx264", rate=fps)
-        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        s.options = {"g": str(fps), "bf": "0", "preset": "ultrafast", "crf": "18"}
-        for i, f in enumerate(frames):
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
-            vf.pts, vf.time_base = first + i, Fraction(1, fps)
-            c.mux(s.encode(vf))
-        c.mux(s.encode())
-    return path
 
 
 def test_redaction_never_shows_credentials():
@@ -88,7 +73,7 @@ def test_latest_wins_queue_drops_the_oldest_and_counts():
 
 
 def test_paced_looped_file_comes_at_the_analysis_rate_and_loops(tmp_path):
-    video = write_h264(tmp_path / "cam.mp4", walkway(30), fps=30)  # 1 s of 30 fps footage
+    video = write_h264(tmp_path / "cam.mp4", walkway(30), 30)  # 1 s of 30 fps footage
     opts = StreamOptions(analysis_fps=10, loop=True, pace=True, queue_size=64)
     with StreamSource(str(video), opts, name="cam") as src:
         t0 = time.time()
@@ -149,9 +134,9 @@ def test_a_port_that_accepts_and_never_answers_does_not_hang(tmp_path):
 
 def test_a_resolution_change_mid_stream_starts_a_new_segment(tmp_path):
     # MPEG-TS files concatenate byte-wise into one stream whose SPS changes in the middle
-    a = write_h264(tmp_path / "a.ts", walkway(20), fmt="mpegts")
+    a = write_h264(tmp_path / "a.ts", walkway(20), 10, fmt="mpegts")
     small = walkway(20)[:, ::2, ::2].copy()
-    b = write_h264(tmp_path / "b.ts", small, fmt="mpegts", first=20)  # timestamps go on
+    b = write_h264(tmp_path / "b.ts", small, 10, fmt="mpegts", first=20)  # timestamps go on
     joined = tmp_path / "joined.ts"
     joined.write_bytes(a.read_bytes() + b.read_bytes())
     opts = StreamOptions(analysis_fps=None, queue_size=128, max_pts_jump_s=100)
@@ -174,9 +159,9 @@ MON_SETS = ["--set", "head.scene={short_side: 64, grid: [8, 6], max_bank: 400, m
 
 
 def test_vad_monitor_one_event_with_snapshot_and_clip_and_a_bad_camera_beside(tmp_path):
-    ref = write_h264(tmp_path / "ref.mp4", walkway(200, seed=1))
+    ref = write_h264(tmp_path / "ref.mp4", walkway(200, seed=1), 10)
     # 4 s normal, then a block that stays 4 s; then the file loops (normal again)
-    cam = write_h264(tmp_path / "cam.mp4", np.concatenate([walkway(40, seed=2), walkway(80, seed=3, block_from=40)[40:]]))
+    cam = write_h264(tmp_path / "cam.mp4", np.concatenate([walkway(40, seed=2), walkway(80, seed=3, block_from=40)[40:]]), 10)
     out = tmp_path / "mon"
     code = main(["monitor", f"door={cam}", "bad=/nonexistent/cam.mp4", "--reference", str(ref), "--pace",
                  "--out", str(out), "--duration", "9", *MON_SETS])
@@ -202,8 +187,8 @@ def test_vad_monitor_one_event_with_snapshot_and_clip_and_a_bad_camera_beside(tm
 
 
 def test_sigterm_ends_the_open_event_and_exits_zero(tmp_path):
-    ref = write_h264(tmp_path / "ref.mp4", walkway(200, seed=1))
-    cam = write_h264(tmp_path / "cam.mp4", walkway(300, seed=3, block_from=30))
+    ref = write_h264(tmp_path / "ref.mp4", walkway(200, seed=1), 10)
+    cam = write_h264(tmp_path / "cam.mp4", walkway(300, seed=3, block_from=30), 10)
     out = tmp_path / "mon"
     port_file = tmp_path / "port"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -260,7 +245,7 @@ def test_without_reference_each_camera_learns_its_start_then_scores_with_a_froze
     """No --reference/--head: the scene head learns the first monitor.reference_seconds of the
     stream (as frames arrive, never holding them), is saved, then scores; a block that appears
     later is one event."""
-    cam = write_h264(tmp_path / "cam.mp4", np.concatenate([walkway(60, seed=2), walkway(120, seed=3, block_from=60)[60:]]))
+    cam = write_h264(tmp_path / "cam.mp4", np.concatenate([walkway(60, seed=2), walkway(120, seed=3, block_from=60)[60:]]), 10)
     out = tmp_path / "mon"
     code = main(["monitor", f"door={cam}", "--pace", "--out", str(out), "--duration", "13", *MON_SETS,
                  "--set", "monitor.reference_seconds=4"])

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from vad.clips import Snippet, SnippetBuffer, SnippetSpec, expand_snippet_scores, snippet_ranges
-from vad.events import Event, EventRules, EventTracker, EventUpdate, detect_events_with
+from vad.events import Event, EventRules, EventTracker, EventUpdate, detect_events_with, with_region
 from vad.heads.base import Head, UnitTiming
 
 __all__ = ["ScoredVideo", "SnippetFrameScores", "StreamScorer", "StreamStep", "score_video"]
@@ -160,7 +160,10 @@ class StreamScorer:
             self._frames_seen += 1
         if final or closing:
             parts.append(np.asarray(self.scorer.finish(), np.float32).reshape(-1))
-        scores = np.concatenate(parts)
+        return self._tracked(first, np.concatenate(parts), final)
+
+    def _tracked(self, first: int, scores: np.ndarray, final: bool) -> StreamStep:
+        """Frame scores from ``first`` on -> event updates (with wall times when given)."""
         walls = None
         if self._walls is not None:
             walls = np.array([self._walls.popleft() for _ in range(len(scores))], dtype=np.float64)
@@ -170,30 +173,18 @@ class StreamScorer:
         return StreamStep(first, scores, self._located(updates))
 
     def _located(self, updates: list[EventUpdate]) -> list[EventUpdate]:
+        """Updates whose event gets the region its head gave its peak frame (frames heads)."""
         if not self._regions:
             return updates
         boxes = dict(self._regions)
-        out = []
-        for u in updates:
-            box = boxes.get(u.event.peak_frame)
-            if box is not None and np.all(np.isfinite(box)):
-                u = replace(u, event=replace(u.event, region=tuple(float(v) for v in box)))
-            out.append(u)
-        return out
+        return [replace(u, event=with_region(u.event, boxes.get(u.event.peak_frame))) for u in updates]
 
     def _step(self, unit_scores: list[np.ndarray], final: bool, closing: bool = False) -> StreamStep:
         first = self._first_frame + self.frames.frames_emitted
         parts = [self.frames.push(s) for s in unit_scores]
         if final or closing:
             parts.append(self.frames.finish(self.buffer.next_frame))
-        scores = np.concatenate(parts) if parts else np.zeros(0, np.float32)
-        walls = None
-        if self._walls is not None:
-            walls = np.array([self._walls.popleft() for _ in range(len(scores))], dtype=np.float64)
-        updates = self.tracker.update(scores, walls)
-        if final:
-            updates += self.tracker.finish()
-        return StreamStep(first, scores, updates)
+        return self._tracked(first, np.concatenate(parts) if parts else np.zeros(0, np.float32), final)
 
     def _units(self, snippets: list[Snippet]) -> list[np.ndarray]:
         if not snippets:

@@ -22,6 +22,7 @@ __all__ = [
     "detect_events",
     "detect_events_with",
     "smooth",
+    "with_region",
     "with_regions",
 ]
 
@@ -94,13 +95,14 @@ def detect_events_with(rules: EventRules, scores: np.ndarray, fps: float, source
     return events
 
 
+def with_region(event: Event, box: np.ndarray | None) -> Event:
+    """``event`` with ``box`` (x0, y0, x1, y1, fractions of the frame) as its region; unchanged
+    when there is no box or it is NaN (the head located nothing)."""
+    if box is None or not np.all(np.isfinite(box)):
+        return event
+    return replace(event, region=tuple(float(v) for v in box))
+
+
 def with_regions(events: list[Event], regions: np.ndarray) -> list[Event]:
-    """Events with the region (x0, y0, x1, y1, fractions of the frame) of their peak frame,
-    from a head's per-frame ``regions`` (NaN rows: nowhere; the event keeps none)."""
-    out = []
-    for e in events:
-        box = regions[e.peak_frame] if 0 <= e.peak_frame < len(regions) else None
-        if box is not None and np.all(np.isfinite(box)):
-            e = replace(e, region=tuple(float(v) for v in box))
-        out.append(e)
-    return out
+    """Events with the region of their peak frame, from a head's per-frame ``regions``."""
+    return [with_region(e, regions[e.peak_frame] if 0 <= e.peak_frame < len(regions) else None) for e in events]
