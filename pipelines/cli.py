@@ -54,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--out", type=Path, help="run directory (default: a new timestamped folder under runs/)")
     score.add_argument("--reference", help="normal footage of the same camera(s) to model normality "
                        "(video, folder or list); default: the first part of each video")
-    score.add_argument("--head", help="a saved head directory: a trained MIL/GS-MoE head (`vad train --out`) "
-                       "or a fitted reference head (<run>/head)")
+    score.add_argument("--head", help="a saved head directory: a trained MIL/GS-MoE/CT-D2GAN head (`vad train "
+                       "--out`) or a fitted head (<run>/head); or anomalyruler / eventvad, the training-free heads")
     score.add_argument("--features", metavar="LIST", help="score precomputed features from a list file "
                        "(RTFM/UR-DMU/VadCLIP layout, or `vad cache export-list`) instead of videos")
     score.add_argument("--fps", type=float, default=30.0, help="frame rate for time stamps with --features (default 30)")
@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--threshold", type=float, help="event threshold on the score")
     score.add_argument("--ground-truth", help="folder of <video_id>.npy frame labels to shade on plots")
     score.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
+    score.add_argument("--explain", action="store_true", help="add an explanation and its evidence to every event "
+                       "(explain.backend; offline by default: motion figures against the camera's rules)")
     _add_run_args(score)
 
     ext = sub.add_parser("extract", help="feature extraction only: fill the feature cache (no head, no scores)",
@@ -94,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     mon.add_argument("--http-port", type=int, help="serve /healthz and /metrics on 127.0.0.1:PORT (0: any free port)")
     mon.add_argument("--analysis-fps", type=float, help="frames scored per second per camera (default 10)")
     mon.add_argument("--duration", type=float, help="stop after this many seconds (default: run until stopped)")
+    mon.add_argument("--explain", action="store_true", help="explain every ended event (explain.backend) before "
+                     "its end record is written")
     mon.add_argument("--loop", action="store_true", help="file inputs: start again at the end")
     mon.add_argument("--pace", action="store_true", help="file inputs: play at their frame rate, as a camera")
     _add_config_args(mon)
@@ -208,8 +212,12 @@ def _score_overrides(args: argparse.Namespace) -> list[str]:
     out = []
     if args.reference:
         out.append(f"head.reference={json.dumps(args.reference)}")
-    if args.head:
+    if args.head in ("anomalyruler", "eventvad") and not Path(args.head).exists():
+        out.append(f"head.type={args.head}")  # the training-free heads, fitted like the default one
+    elif args.head:
         out.append(f"head.load={json.dumps(args.head)}")
+    if getattr(args, "explain", False):
+        out.append("explain.enabled=true")
     for flag, key in (("threshold", "events.threshold"), ("ground_truth", "output.ground_truth")):
         value = getattr(args, flag)
         if value is not None:
@@ -312,6 +320,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         overrides.append(f"head.load={json.dumps(args.head)}")
     if args.http_port is not None:
         overrides.append(f"monitor.http_port={args.http_port}")
+    if args.explain:
+        overrides.append("explain.enabled=true")
     stream = {}
     if args.analysis_fps is not None:
         stream["analysis_fps"] = args.analysis_fps
@@ -337,8 +347,14 @@ def _report_score(summary: dict, out_dir: Path) -> int:
           f"{summary['realtime_factor']}x real time")
     for failure in summary["failed"]:
         print(f"  FAILED {failure['video']}: {failure['error']}")
+    explained = summary.get("explain")
+    if explained:
+        print(f"explained {explained['explained']} event(s), {explained['errors']} without explanation "
+              "(see explanation_error in events.jsonl)" if explained["errors"] else
+              f"explained {explained['explained']} event(s)")
     print(f"outputs: {out_dir.resolve()}")
-    return EXIT_OK if summary["n_failed"] == 0 else EXIT_SOME_FAILED
+    failed = summary["n_failed"] or (explained or {}).get("errors", 0)
+    return EXIT_OK if not failed else EXIT_SOME_FAILED
 
 
 def cmd_config(args: argparse.Namespace) -> int:

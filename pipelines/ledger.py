@@ -134,6 +134,7 @@ class RunLedger:
             "executor": extra.get("executor"),
             "stages_s": {k: round(v, 3) for k, v in sorted(self.stage_s.items())},
             "extractor": extra.get("extractor"),
+            **({"explain": extra["explain"]} if "explain" in extra else {}),
             "videos": [asdict(r) for r in results],
         }
 

@@ -41,6 +41,7 @@ import numpy as np
 
 from vad.config import ScoreConfig, to_dict
 from vad.events import EventRules, EventUpdate
+from vad.explain import EventExplainer
 from vad.fsutil import write_json_atomic
 from vad.heads import Head, HeadError, SceneHead
 from vad.io import resize_short_side
@@ -188,8 +189,13 @@ class CameraMonitor:
 
     def __init__(self, camera: Camera, cfg: ScoreConfig, run: RunDir, sinks: SinkSet, sink_lock: threading.Lock,
                  head: Head, metrics: MonitorMetrics | None = None,
-                 embed: Callable[[list[Any]], list[np.ndarray]] | None = None, spec: Any = None) -> None:
+                 embed: Callable[[list[Any]], list[np.ndarray]] | None = None, spec: Any = None,
+                 explainer: EventExplainer | None = None, explain_pool: Any = None) -> None:
+        """``explainer``: explains every ended event before its end record is written, on
+        ``explain_pool`` (an executor shared by the cameras), never on the scorer thread."""
         self.camera, self.cfg, self.run, self.sinks, self.sink_lock = camera, cfg, run, sinks, sink_lock
+        self.explainer, self.explain_pool = explainer, explain_pool
+        self._rule_learner: Any = None
         m = cfg.monitor
         try:
             own = m.cameras.get(camera.name) or {}
@@ -265,9 +271,16 @@ class CameraMonitor:
         try:
             if isinstance(self.head, SceneHead) and not self.head.fitted:
                 self.state = "learning"
+                if self.explainer is not None and self.explainer.rules is None:
+                    from pipelines.explain import RuleLearner
+
+                    self._rule_learner = RuleLearner(self.cfg, self.explainer.backend, self.fps, self.camera.name)
                 self.head = self._learn(self.head)
                 if self.head is None:
                     return
+                if self._rule_learner is not None:
+                    self.explainer.rules = self._rule_learner.rules(self._log)
+                    self._rule_learner = None
             self.state = "live"
             self._score()
         except (HeadError, ValueError) as err:
@@ -294,6 +307,8 @@ class CameraMonitor:
                     return  # a gap: the next piece starts with this frame
                 state["segment"] = frame.segment
                 state["n"] += 1
+                if self._rule_learner is not None:
+                    self._rule_learner.push(frame.image, frame.segment)
                 yield frame.image[None]
 
         def pieces() -> Iterator[Iterator[np.ndarray]]:
@@ -392,13 +407,30 @@ class CameraMonitor:
             except Exception as err:  # noqa: BLE001 - a clip that cannot be written loses only the clip
                 self._log.warning("clip not written: %s", err)
                 n = 0
-            explanation = dict(ev.explanation or {})
             if n:
-                explanation["clip_mode"] = "reencoded"
-                explanation["clip_frames"] = n
-                u = replace(u, event=replace(ev, clip=self.run.relative(clip), explanation=explanation))
+                u = replace(u, event=replace(ev, clip=self.run.relative(clip),
+                                             clip_info={"clip_mode": "reencoded", "clip_frames": n}))
             self.events_ended += 1
-            self._emit(u)
+            if self.explainer is not None and self.explain_pool is not None:
+                start, stop = self.explainer.window(u.event)
+                frames = [(i, self.ring.frame(i)) for i in range(start, stop)]
+                self.explain_pool.submit(self._explain_and_emit, u, [(i, j) for i, j in frames if j is not None])
+            else:
+                self._emit(u)
+
+    def _explain_and_emit(self, u: EventUpdate, jpegs: list[tuple[int, bytes]]) -> None:
+        """On the explain pool: the explanation, then the end record (an error never loses it)."""
+        try:
+            if not jpegs:
+                raise ValueError("the event's frames are no longer buffered (monitor.clip_buffer_s)")
+            frames = np.stack([cv2.cvtColor(cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR),
+                                            cv2.COLOR_BGR2RGB) for _, j in jpegs])
+            u = replace(u, event=self.explainer.explain(u.event, frames, jpegs[0][0], self.fps, self.camera.name))
+        except Exception as err:  # noqa: BLE001 - the event is written whatever the explanation did
+            self.explainer.errors += 1
+            self._log.warning("event %s: no explanation: %s", u.event.event_id, err)
+            u = replace(u, event=replace(u.event, explanation_error=str(err)))
+        self._emit(u)
 
     def _emit(self, u: EventUpdate) -> None:
         with self.sink_lock:
@@ -436,7 +468,9 @@ class Monitor:
     """Several cameras in one process; one event log, one metrics registry, one HTTP server."""
 
     def __init__(self, cameras: Sequence[Camera], cfg: ScoreConfig, out: str | Path,
-                 head_for: Callable[[Camera], tuple[Head, Any, Any]]) -> None:
+                 head_for: Callable[[Camera], tuple[Head, Any, Any]], explainer: EventExplainer | None = None) -> None:
+        """``explainer``: with ``--explain``, the shared backend and the job's rules (None: each
+        camera induces its rules while it learns)."""
         names = [c.name for c in cameras]
         if len(set(names)) != len(names):
             raise MonitorError(f"camera names must be unique, got {names} (name them: NAME=URL)")
@@ -449,11 +483,19 @@ class Monitor:
         self.metrics = MonitorMetrics()
         self.sinks = SinkSet([EventLogSink(self.run.events_path, kinds=("new", "update", "end"))])
         self._lock = threading.Lock()
+        self.explain_pool = None
+        if explainer is not None:
+            import concurrent.futures
+
+            # one explanation at a time: backends (a model, a server) are shared by the cameras
+            self.explain_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="explain")
         self.cameras = []
         for cam in cameras:
             head, embed, spec = head_for(cam)
+            own = None if explainer is None else EventExplainer(explainer.backend, explainer.rules, explainer.cfg,
+                                                                explainer.offline)
             self.cameras.append(CameraMonitor(cam, cfg, self.run, self.sinks, self._lock, head, self.metrics,
-                                              embed=embed, spec=spec))
+                                              embed=embed, spec=spec, explainer=own, explain_pool=self.explain_pool))
         self.http: ThreadingHTTPServer | None = None
         self._stopped = threading.Event()
         self._last_health = 0.0
@@ -504,11 +546,32 @@ class Monitor:
             c._stop.set()
         for c in self.cameras:
             c.stop()
+        if self.explain_pool is not None:
+            self.explain_pool.shutdown(wait=True)  # the last events' explanations, then their records
         if self.http is not None:
             self.http.shutdown()
             self.http.server_close()
         self._write_health(0.0)
         self.sinks.close()
+
+
+def build_explainer_for(cfg: ScoreConfig, out: Path) -> EventExplainer | None:
+    """With ``explain.enabled``: the explainer the cameras share (rules from ``explain.rules_file``
+    or ``--reference``; None rules: each camera learns its own)."""
+    from pipelines.explain import ExplainSetupError, build_explainer, load_rules
+    from pipelines.score import reference_rules
+
+    if not cfg.explain.enabled:
+        return None
+    run = RunDir(out)
+    try:
+        rules = load_rules(cfg) or reference_rules(cfg, run.explain_cache_dir, progress=False)
+        explainer = build_explainer(cfg, rules, run.explain_cache_dir)
+    except (ExplainSetupError, HeadError, ValueError) as err:
+        raise MonitorError(f"explain: {err}") from None
+    if rules is not None:
+        rules.save(run.rules_path)
+    return explainer
 
 
 def build_heads(cfg: ScoreConfig, out: Path) -> Callable[[Camera], tuple[Head, Any, Any]]:
@@ -567,7 +630,7 @@ def run_monitor(cfg: ScoreConfig, cameras: Sequence[Camera], out: str | Path, *,
     run = RunDir(out)
     run.create()
     run.write_config(to_dict(cfg))
-    monitor = Monitor(cameras, cfg, out, build_heads(cfg, out))
+    monitor = Monitor(cameras, cfg, out, build_heads(cfg, out), build_explainer_for(cfg, out))
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:

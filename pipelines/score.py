@@ -33,7 +33,9 @@ from vad.clips import SnippetSpec
 from vad.config import ScoreConfig, to_dict
 from vad.events import EventRules, EventUpdate, detect_events_with, with_regions
 from vad.features.extractor import FeatureError, FeatureExtractor, build_extractor
-from vad.heads import Head, HeadError, ReferenceFeatureHead, ReferenceHeadConfig, SceneHead, SelfReference, load_head
+from vad.explain import EventExplainer, RuleSet, explain_all
+from vad.heads import (Head, HeadError, HeadScores, ReferenceFeatureHead, ReferenceHeadConfig, SelfReference, UnitTiming,
+                       load_head)
 from vad.heads.base import read_head_meta
 from vad.heads.scene import scene_head_from_config
 from vad.io import FileSource, FolderSource, FrameSource, VideoError
@@ -41,6 +43,8 @@ from vad.rundir import RunDir
 from vad.scoring import score_video
 from vad.sinks import PlotSink, ScoreCSVSink, SinkSet, SourceMeta
 from pipelines.executors import RayUnavailable, ensure_ray, iter_local, iter_ray
+from pipelines.explain import (EXPLAIN_HEADS, ExplainSetupError, build_explainer, induce_rules, load_rules, ruler_config,
+                               ruler_head)
 from pipelines.inputs import VideoItem, assign_ids, expand_inputs
 from pipelines.ledger import RunLedger, VideoResult
 from pipelines.progress import JobProgress
@@ -63,14 +67,22 @@ class VideoFeatures:
     cache_hit: bool
 
 
-HEAD_CHOICES = ("scene", "reference")  # head.type: what configured_head builds
+HEAD_CHOICES = ("scene", "reference", *EXPLAIN_HEADS)  # head.type: what configured_head builds
+FRAMES_HEADS = ("scene", *EXPLAIN_HEADS)  # configured heads that read frames (no feature extractor)
 
 
-def configured_head(cfg: ScoreConfig, extractor: str | None = None, head_type: str | None = None) -> Head:
-    """The (unfitted) head ``head:`` describes when no saved head is given: ``scene`` (frames)
-    or ``reference`` (features). Both take each video's start as reference until fitted."""
+def configured_head(cfg: ScoreConfig, extractor: str | None = None, head_type: str | None = None,
+                    cache_dir: Path | None = None) -> Head:
+    """The (unfitted) head ``head:`` describes when no saved head is given: ``scene`` (frames),
+    ``reference`` (features), or a training-free ``anomalyruler`` / ``eventvad`` head (frames,
+    :mod:`vad.explain`). All take each video's start as reference until fitted."""
     h = cfg.head
     policy = SelfReference(h.reference_fraction, h.reference_seconds, h.min_reference_snippets)
+    if (head_type or h.type) in EXPLAIN_HEADS:
+        try:
+            return ruler_head(cfg, head_type or h.type, cache_dir)
+        except ExplainSetupError as err:
+            raise HeadError(str(err)) from None
     if (head_type or h.type) == "scene":
         return scene_head_from_config(h.scene, h.calibration_quantile, policy)
     core = ReferenceHeadConfig(k=h.k, shrinkage=h.shrinkage, methods=list(h.methods),
@@ -89,9 +101,15 @@ def validate(cfg: ScoreConfig) -> SnippetSpec:
     if cfg.head.reference and cfg.head.load:
         raise JobError("give either head.reference (fit on footage) or head.load (a saved head), not both")
     try:
-        configured_head(cfg)
-    except ValueError as err:  # includes HeadError (a bad head.scene key)
-        raise JobError(f"head: {err}") from None
+        if cfg.head.type in EXPLAIN_HEADS:
+            ruler_config(cfg)  # the backend itself is built once, by the job
+        else:
+            configured_head(cfg)
+        if cfg.explain.enabled:
+            ruler_config(cfg)
+            load_rules(cfg)
+    except ValueError as err:  # includes HeadError (a bad head.scene key), ExplainSetupError
+        raise JobError(f"{'explain' if isinstance(err, ExplainSetupError) else 'head'}: {err}") from None
     try:
         EventRules.from_config(cfg.events)
     except ValueError as err:
@@ -142,6 +160,8 @@ class ScoreJob:
         self.run_dir = RunDir(self.out_dir)
         self.rules = EventRules.from_config(cfg.events)
         self.head: Head | None = None
+        self.explainer: EventExplainer | None = None
+        self.explain_rules: RuleSet | None = None  # job-wide rules (None: each video's own start)
         self.ground_truth_dir = Path(cfg.output.ground_truth) if cfg.output.ground_truth else None
         self.ledger = RunLedger(
             self.run_dir, self._settings, with_events=not extract_only, still_valid=self._cache_complete,
@@ -153,7 +173,7 @@ class ScoreJob:
         """Whether the head reads raw frames (no feature extractor needed): a saved frames head
         (``head.load``), or the configured scene head."""
         if not cfg.head.load:
-            return cfg.head.type == "scene"
+            return cfg.head.type in FRAMES_HEADS
         try:
             return (read_head_meta(cfg.head.load).get("consumes") or {}).get("kind") == "frames"
         except HeadError as err:
@@ -174,7 +194,14 @@ class ScoreJob:
 
     def _summary_extra(self) -> dict[str, Any]:
         x = self.extractor
-        return {"executor": self.executor, "extractor": None if x is None else {
+        explain = {}
+        if self.cfg.explain.enabled and not self.extract_only:
+            # counted from the event records, so a resumed run counts its earlier videos too
+            records = [e for evs in self.ledger.video_events.values() for e in evs]
+            explain = {"explain": {"explained": sum("explanation" in e for e in records),
+                                   "errors": sum("explanation_error" in e for e in records)}}
+        return {"executor": self.executor, **explain,
+                "extractor": None if x is None else {
             "name": x.spec.name, "key": x.spec.key, "weights": str(x.weights_path),
             "engine": getattr(x, "engine_name", "torch"), "precision": self.cfg.features.precision}}
 
@@ -253,14 +280,17 @@ class ScoreJob:
         if self.precomputed and h.type == "scene":
             logger.info("--features: scoring with the reference head (the scene head reads frames)")
             head_type = "reference"
-        self.head = configured_head(self.cfg, extractor, head_type)
+        try:
+            self.head = configured_head(self.cfg, extractor, head_type, self.explain_cache)
+        except HeadError as err:
+            raise JobError(f"head: {err}") from None
         if not h.reference:
             return
         items = assign_ids(expand_inputs([h.reference], self.cfg.io.extensions))
         if not items:
             raise JobError(f"reference {h.reference} holds no videos")
-        if isinstance(self.head, SceneHead):
-            fit_scene(self.head, items, self.cfg, self.progress)
+        if self.head.input.kind == "frames":
+            fit_frames_head(self.head, items, self.cfg, self.progress)
         else:
             bank, problems = [], []
             for item in tqdm(items, desc="reference", unit="video", disable=not self.progress):
@@ -278,6 +308,68 @@ class ScoreJob:
                 raise JobError(f"cannot fit the reference head: {err}") from None
         if h.save:
             self.head.save(self.run_dir.head_dir)
+
+    # -- explanations -----------------------------------------------------------------------
+    @property
+    def explain_cache(self) -> Path:
+        return self.run_dir.explain_cache_dir
+
+    def prepare_explainer(self) -> None:
+        """With ``explain.enabled``: the explainer and the camera's rules (``explain.rules_file``,
+        a fitted anomalyruler/eventvad head's own, or induced from ``--reference``; without any,
+        each video's own start, like the self-fitted heads)."""
+        cfg = self.cfg
+        if not cfg.explain.enabled or self.extract_only:
+            return
+        try:
+            rules = load_rules(cfg)
+            if rules is None:
+                rules = getattr(self.head, "rules", None)
+            if rules is None:
+                try:
+                    rules = reference_rules(cfg, self.explain_cache, self.progress)
+                except HeadError as err:  # e.g. the backend is down: events are still scored and written
+                    logger.warning("no rules from the reference (%s): explanations give figures only", err)
+            self.explainer = build_explainer(cfg, rules, self.explain_cache)
+        except (ExplainSetupError, HeadError) as err:
+            raise JobError(f"explain: {err}") from None
+        self.explain_rules = rules
+        if rules is not None:
+            rules.save(self.run_dir.rules_path)
+            logger.info("explanations: %d anomaly rules (%s)", len(rules.anomaly), self.run_dir.rules_path)
+
+    def read_frames(self, item: VideoItem, start: int, stop: int) -> np.ndarray:
+        """Frames [start, stop) of a video (decoded again: the scoring pass keeps no frames)."""
+        source, _ = open_item_source(item, self.cfg, stop=stop, start=start)
+        with source:
+            blocks = [frames for _, frames in source.blocks()]
+        if not blocks:
+            raise VideoSkipped(f"no frames in [{start}, {stop})")
+        return np.concatenate(blocks)
+
+    def explain_events(self, item: VideoItem, events: list[Any], fps: float, n_frames: int,
+                       scored: HeadScores | None) -> list[Any]:
+        """``events`` with explanations (unchanged without ``--explain``)."""
+        if self.explainer is None or not events:
+            return events
+        if self.explain_rules is None:
+            h = self.cfg.head
+            policy = SelfReference(h.reference_fraction, h.reference_seconds, h.min_reference_snippets)
+            n_ref = min(n_frames, max(policy.wanted(UnitTiming(fps, 1), n_frames), 4 * self.cfg.explain.snippet))
+            try:
+                self.explainer.rules = induce_rules(self.cfg, [[self.read_frames(item, 0, n_ref)]], fps,
+                                                    self.explain_cache)
+            except (HeadError, VideoError, VideoSkipped) as err:
+                self.explainer.rules = None
+                logger.warning("%s: no rules from the video's start (%s): explanations give figures only",
+                               item.video_id, err)
+        contexts = None
+        if scored is not None and scored.channels is not None and scored.channel_names:
+            names = scored.channel_names
+            contexts = [{"channel": names[int(scored.channels[min(e.peak_frame, len(scored.channels) - 1)])]}
+                        for e in events]
+        return explain_all(self.explainer, events, lambda a, b: self.read_frames(item, a, b), fps, n_frames,
+                           item.video_id, contexts)
 
     # -- one video --------------------------------------------------------------------------
     def score_video(self, item: VideoItem, get_features: Callable[[VideoItem], VideoFeatures]
@@ -310,7 +402,7 @@ class ScoreJob:
             if not self.extract_only:
                 scored = score_video(self.head, vf.features, n_frames=vf.n_frames, fps=vf.fps, spec=self.spec,
                                      rules=self.rules, source_id=item.video_id)
-                events = scored.events
+                events = self.explain_events(item, scored.events, vf.fps, vf.n_frames, None)
                 t1 = time.perf_counter()
                 self.write_video_outputs(item, result, scored.frame_scores, events, vf.fps, vf.n_frames,
                                          scored.reference_frames)
@@ -370,6 +462,7 @@ class ScoreJob:
         self.run_dir.create()
         self.run_dir.write_config(to_dict(self.cfg))
         self.prepare_head()
+        self.prepare_explainer()
         self.ledger.flush(finished=False)
 
     def load_model(self, items: Sequence[VideoItem] = ()) -> None:
@@ -432,7 +525,7 @@ class ScoreJob:
                     n, fps = source.n_frames, source.fps
                     result.n_frames, result.fps, result.backend = n, fps, backend
                     result.duration_s = n / fps
-                    if isinstance(head, SceneHead) and not head.fitted:
+                    if head.needs_fit and not head.fitted:
                         # no --reference: the video's own start is its reference
                         ref_frames = head.reference_frames(n, fps)
                         first, _ = open_item_source(item, self.cfg, stop=ref_frames)
@@ -451,6 +544,7 @@ class ScoreJob:
                 events = detect_events_with(self.rules, scores, fps, source_id=item.video_id)
                 if scored.regions is not None:
                     events = with_regions(events, scored.regions)
+                events = self.explain_events(item, events, fps, n, scored)
                 self.write_video_outputs(item, result, scores, events, fps, n, ref_frames)
                 t2 = time.perf_counter()
                 result.n_events = len(events)
@@ -645,39 +739,56 @@ class ScoreJob:
         return self.ledger.flush(finished=True)
 
 
-def open_item_source(item: VideoItem, cfg: ScoreConfig, stop: int | None = None) -> tuple[FrameSource, str]:
-    """A video file or a folder of frame images as a frame source, and its backend name."""
+def open_item_source(item: VideoItem, cfg: ScoreConfig, stop: int | None = None,
+                     start: int = 0) -> tuple[FrameSource, str]:
+    """A video file or a folder of frame images as a frame source (frames [start, stop)), and
+    its backend name."""
     if item.path.is_dir():
         source: FrameSource = FolderSource(item.path, cfg.io.frame_folder_fps, block=64,
-                                           source_id=item.video_id, stop=stop)
+                                           source_id=item.video_id, stop=stop, start=start)
         return source, "frames"
     if item.path.is_file():
         source = FileSource(item.path, backend=cfg.io.backend, fallback=cfg.io.fallback,
-                            block=64, source_id=item.video_id, stop=stop)
+                            block=64, source_id=item.video_id, stop=stop, start=start)
         return source, source.reader.info.backend
     raise VideoSkipped(f"no such file: {item.path}")
 
 
-def fit_scene(head: SceneHead, items: Sequence[VideoItem], cfg: ScoreConfig, progress: bool = True) -> None:
-    """Fit the scene head on reference videos' frames (one pass each); JobError when it cannot."""
+def reference_videos(items: Sequence[VideoItem], cfg: ScoreConfig, problems: list[str],
+                     progress: bool = True) -> Iterator[Iterator[np.ndarray]]:
+    """Per reference video, its blocks of frames (one pass each); unreadable ones go to ``problems``."""
+    for item in tqdm(items, desc="reference", unit="video", disable=not progress):
+        try:
+            source, _ = open_item_source(item, cfg)
+        except (VideoError, VideoSkipped) as err:
+            problems.append(f"{item.path}: {err}")
+            continue
+        with source:
+            yield (frames for _, frames in source.blocks())
+
+
+def reference_rules(cfg: ScoreConfig, cache_dir: Path | None, progress: bool = True) -> RuleSet | None:
+    """Rules induced from ``head.reference`` footage (None without one)."""
+    if not cfg.head.reference:
+        return None
+    items = assign_ids(expand_inputs([cfg.head.reference], cfg.io.extensions))
     problems: list[str] = []
+    rules = induce_rules(cfg, reference_videos(items, cfg, problems, progress), cfg.io.frame_folder_fps, cache_dir)
+    for p in problems:
+        logger.warning("reference video skipped for the rules: %s", p)
+    return rules
 
-    def videos() -> Iterator[Iterator[np.ndarray]]:
-        for item in tqdm(items, desc="reference", unit="video", disable=not progress):
-            try:
-                source, _ = open_item_source(item, cfg)
-            except (VideoError, VideoSkipped) as err:
-                problems.append(f"{item.path}: {err}")
-                continue
-            with source:
-                yield (frames for _, frames in source.blocks())
 
+def fit_frames_head(head: Head, items: Sequence[VideoItem], cfg: ScoreConfig, progress: bool = True) -> None:
+    """Fit a frames head (scene, anomalyruler, eventvad) on reference videos' frames (one pass
+    each); JobError when it cannot."""
+    problems: list[str] = []
     try:
-        head.fit_frames(videos())
+        head.fit_frames(reference_videos(items, cfg, problems, progress))
     except VideoError as err:
         raise JobError(f"cannot read the reference footage: {err}") from None
     except HeadError as err:
-        raise JobError(f"cannot fit the scene head: {err}"
+        raise JobError(f"cannot fit the {head.type_name} head: {err}"
                        + (f" (skipped: {'; '.join(problems)})" if problems else "")) from None
     for p in problems:
         logger.warning("reference video skipped: %s", p)

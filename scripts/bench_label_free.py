@@ -54,6 +54,9 @@ Each method gives one score per frame of every test clip:
 * ``motion_default``: plain ``vad score <test> --reference <train>`` -- the default head, the
   scene head (``vad/heads/scene.py``: per-region flow speed and static appearance novelty,
   calibrated on the training part).
+* ``anomalyruler`` / ``eventvad``: ``vad score <test> --reference <train> --head anomalyruler|eventvad``
+  -- the training-free heads of the explanation stage (``vad/explain/detectors.py``) with the
+  offline perception (rules induced from the training part's motion figures).
 * ``ctd2gan_minmax`` / ``ctd2gan_calibrated``: ``vad train --head ctd2gan --normal <train>``
   (its default configuration; the training runs once for both, ~20 min on 2 CPU cores) then
   ``vad score <test> --head <dir> --set head.score_mode=minmax|calibrated``.
@@ -621,6 +624,14 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            "+ static appearance)",
            steps=(("score", "{test}", "--reference", "{train}", "--out", "{run}", *COMMON),),
            same_as="reference_head", same_note="the default head is still the reference head"),
+    Method("anomalyruler", "vad score --reference <train> --head anomalyruler: training-free AnomalyRuler-style rules "
+           "(offline perception: per-region motion figures)",
+           steps=(("score", "{test}", "--reference", "{train}", "--head", "anomalyruler", "--out", "{run}",
+                   "--set", "explain.options={actions: false}", *COMMON),)),
+    Method("eventvad", "vad score --reference <train> --head eventvad: training-free EventVAD-style event cuts, each "
+           "event judged under the same rules",
+           steps=(("score", "{test}", "--reference", "{train}", "--head", "eventvad", "--out", "{run}",
+                   "--set", "explain.options={actions: false}", *COMMON),)),
     Method("ctd2gan_minmax", "vad train --head ctd2gan --normal <train>; score_mode=minmax",
            steps=(("train", "--head", "ctd2gan", "--normal", "{train}", "--out", "{runs}/ctd2gan_head",
                    "--no-progress"),

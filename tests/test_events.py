@@ -432,10 +432,14 @@ def test_to_dict_from_dict_round_trip():
         end_wall=1.5e9 + 0.7,
         snapshot="snap/cam7_5.jpg",
         clip="clips/cam7_5.mp4",
-        explanation={"top": ["fight"], "score": 0.9},
+        clip_info={"clip_mode": "reencoded"},
+        explanation="Fast motion in the centre region.",
+        evidence={"top": ["fight"], "score": 0.9},
+        explanation_error="offline backend: timed out",
     )
     d = full.to_dict()
-    assert list(d)[8:] == ["start_wall", "end_wall", "snapshot", "clip", "explanation"]
+    assert list(d)[8:] == ["start_wall", "end_wall", "snapshot", "clip", "clip_info", "explanation", "evidence",
+                           "explanation_error"]
     back = Event.from_dict(json.loads(json.dumps({**d, "video_id": "cam7"})), source_id="cam7")
     assert back == full and back.to_dict() == d
     hash(full)  # explanation is left out of the hash

@@ -175,10 +175,10 @@ def test_vad_monitor_one_event_with_snapshot_and_clip_and_a_bad_camera_beside(tm
     x0, y0, x1, y1 = e["region"]
     assert x0 <= 52 / W <= x1 and y0 <= 50 / H <= y1
     assert (out / e["snapshot"]).is_file() and (out / e["snapshot"]).stat().st_size > 500
-    assert e["explanation"]["clip_mode"] == "reencoded"
+    assert e["clip_info"]["clip_mode"] == "reencoded"
     with av.open(str(out / e["clip"])) as clip:
         n = sum(1 for _ in clip.decode(video=0))
-    assert n >= 10 * (e["end_s"] - e["start_s"]) and n == e["explanation"]["clip_frames"]
+    assert n >= 10 * (e["end_s"] - e["start_s"]) and n == e["clip_info"]["clip_frames"]
     health = json.loads((out / "health.json").read_text())["cameras"]
     # the file (8 s) ended once: a reconnect, a new segment, the event ended at the gap
     assert health["door"]["frames_scored"] >= 70 and health["door"]["reconnects"] == 1

@@ -151,6 +151,24 @@ class MonitorConfig:
 
 
 @dataclass
+class ExplainConfig:
+    """The explanation stage (``vad score --explain``, ``vad monitor --explain``) and the
+    training-free heads (``head.type: anomalyruler | eventvad``); see :mod:`vad.explain`."""
+
+    enabled: bool = False
+    backend: str = "offline"  # offline | transformers | openai
+    options: dict[str, Any] = field(default_factory=dict)  # the backend's options (model, base_url, actions, ...)
+    rules: list[str] = field(default_factory=list)  # plain-language anomaly rules, added to the induced ones
+    rules_file: str | None = None  # a rules.yaml (edited) to use instead of inducing rules
+    snippets: int = 3  # snippets perceived per event, centred on its peak
+    snippet: int = 8  # frames per snippet
+    timeout_s: float = 60.0  # per backend call
+    retries: int = 1
+    cache: bool = True  # keep perceptions in <run>/explain_cache (a rerun asks the backend nothing twice)
+    ruler: dict[str, Any] = field(default_factory=dict)  # rule induction/deduction/head parameters (RulerConfig)
+
+
+@dataclass
 class ScoreConfig:
     """Everything ``vad score`` (and ``vad monitor``) reads."""
 
@@ -163,6 +181,7 @@ class ScoreConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
 
 
 @dataclass

@@ -128,6 +128,15 @@ class RunDir:
         return self.root / "clips" / f"{self._file_id(event_id)}.mp4"
 
     @property
+    def rules_path(self) -> Path:
+        """The camera's rules the explanations used (``explain``), editable YAML."""
+        return self.root / "rules.yaml"
+
+    @property
+    def explain_cache_dir(self) -> Path:
+        return self.root / "explain_cache"
+
+    @property
     def health_path(self) -> Path:
         """The live monitor's last per-camera state (also served at /healthz)."""
         return self.root / "health.json"

@@ -142,7 +142,9 @@ class EventRules:
         )
 
 
-_OPTIONAL_KEYS = ("start_wall", "end_wall", "snapshot", "clip", "explanation", "region")
+_OPTIONAL_KEYS = ("start_wall", "end_wall", "snapshot", "clip", "clip_info", "region", "explanation", "evidence",
+                  "explanation_error")
+_DICT_KEYS = ("clip_info", "evidence")
 
 
 @dataclass(frozen=True)
@@ -165,9 +167,15 @@ class Event:
     end_wall: float | None = None
     snapshot: str | None = None
     clip: str | None = None
-    explanation: dict[str, Any] | None = field(default=None, hash=False)
+    #: how the clip was made (``{"clip_mode": "reencoded", "clip_frames": n}``)
+    clip_info: dict[str, Any] | None = field(default=None, hash=False)
     #: where in the frame, at the peak: (x0, y0, x1, y1) as fractions of width and height
     region: tuple[float, float, float, float] | None = None
+    #: the explanation stage (:mod:`vad.explain`): one or two sentences, what they rest on
+    #: (rules broken, motion figures, actions, objects, frames used), or why there is none
+    explanation: str | None = None
+    evidence: dict[str, Any] | None = field(default=None, hash=False)
+    explanation_error: str | None = None
 
     def __post_init__(self) -> None:
         if not self.event_id:
@@ -193,7 +201,7 @@ class Event:
         for key in _OPTIONAL_KEYS:
             value = getattr(self, key)
             if value is not None:
-                d[key] = dict(value) if key == "explanation" else [round(float(v), 4) for v in value] \
+                d[key] = dict(value) if key in _DICT_KEYS else [round(float(v), 4) for v in value] \
                     if key == "region" else value
         return d
 

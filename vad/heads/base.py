@@ -115,6 +115,7 @@ class HeadScores:
     #: as fractions of the width and height (NaN rows: nowhere); and which channel decided it
     regions: np.ndarray | None = None
     channels: np.ndarray | None = None
+    channel_names: tuple[str, ...] | None = None  # what the values of ``channels`` index
 
 
 class StreamingScorer(ABC):

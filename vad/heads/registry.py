@@ -10,7 +10,7 @@ from vad.heads.reference import ReferenceFeatureHead
 from vad.heads.scene import SceneHead
 from vad.heads.trained import TrainedHead
 
-__all__ = ["HEAD_TYPES", "load_head"]
+__all__ = ["HEAD_TYPES", "load_head", "register_head_type"]
 
 #: ``head.json`` type -> the class that rebuilds it. Trained heads share one adapter over
 #: their registered ``nn.Module`` (:mod:`vad.heads.modules`).
@@ -23,13 +23,23 @@ HEAD_TYPES: dict[str, type[Head]] = {
 }
 
 
+def register_head_type(cls: type[Head]) -> type[Head]:
+    """Add a head type defined in a later layer (the explanation stage's training-free heads,
+    :mod:`vad.explain.detectors`, register themselves when :mod:`vad.explain` is imported)."""
+    if not cls.type_name:
+        raise HeadError(f"{cls.__name__} has no type_name")
+    HEAD_TYPES[cls.type_name] = cls
+    return cls
+
+
 def load_head(directory: str | Path, device: str = "cpu") -> Head:
     """Any saved head, whatever its type; HeadError says why one cannot be loaded."""
     meta = read_head_meta(directory)
     kind = meta["type"]
     cls = HEAD_TYPES.get(kind)
     if cls is None:
-        raise HeadError(f"{directory}: unknown head type {kind!r} (known: {', '.join(sorted(HEAD_TYPES))})")
+        hint = " (import vad.explain first)" if kind in ("anomalyruler", "eventvad") else ""
+        raise HeadError(f"{directory}: unknown head type {kind!r}{hint} (known: {', '.join(sorted(HEAD_TYPES))})")
     try:
         return cls.from_saved(Path(directory), meta, device)
     except HeadError:

@@ -48,7 +48,7 @@ __all__ = ["CHANNELS", "SceneConfig", "SceneHead", "SceneFeaturizer", "FrameStat
 CHANNELS = ("speed", "static")
 # Farneback parameters (pyramid scale, levels, window, iterations, poly_n, poly_sigma): OpenCV's
 # documented "typical" values; 3 levels follow a walker's 1-12 px per frame at 144 px.
-_FLOW = (0.5, 3, 15, 3, 5, 1.2, 0)
+FARNEBACK_PARAMS = (0.5, 3, 15, 3, 5, 1.2, 0)
 _SPEED_SAMPLE = 2048  # moving pixels kept per reference frame for the speed calibration
 
 
@@ -164,7 +164,7 @@ class SceneFeaturizer:
             flow = np.zeros((h, w), np.float32)
             motion = np.full(rows * cols, np.inf, np.float32)
         else:
-            f = cv2.calcOpticalFlowFarneback(self._prev, grey, None, *_FLOW)
+            f = cv2.calcOpticalFlowFarneback(self._prev, grey, None, *FARNEBACK_PARAMS)
             flow = cv2.magnitude(f[..., 0], f[..., 1])
             diff = cv2.absdiff(grey, self._prev).astype(np.float32)
             if self.cfg.still_stat == "peak":
@@ -401,7 +401,7 @@ class SceneHead(Head):
         if not scores:
             raise HeadError("no frames to score")
         return HeadScores(np.concatenate(scores), regions=np.concatenate(regions),
-                          channels=np.concatenate(channels))
+                          channels=np.concatenate(channels), channel_names=CHANNELS)
 
     def score_frames(self, blocks: Iterable[np.ndarray]) -> np.ndarray:
         return self.score_frame_blocks(blocks).scores

@@ -153,12 +153,12 @@ class FolderSource(FrameSource):
     """A folder of frame images (sorted by name) read as a video at ``fps``."""
 
     def __init__(self, folder: str | os.PathLike[str], fps: float, *, block: int = 16,
-                 source_id: str | None = None, stop: int | None = None) -> None:
-        """``stop``: read only the first ``stop`` frames."""
+                 source_id: str | None = None, stop: int | None = None, start: int = 0) -> None:
+        """``start``/``stop``: read only frames [start, stop)."""
         from vad.io.errors import VideoOpenError
 
         self.folder = str(folder)
-        self.files = folder_images(folder)[:stop]
+        self.files = folder_images(folder)[start:stop]
         if not self.files:
             raise VideoOpenError(self.folder, "no image frames in this folder")
         if fps <= 0:

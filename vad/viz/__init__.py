@@ -40,13 +40,19 @@ def plot_scores(
 ) -> Path:
     """Score over time; events as orange spans, ground-truth anomalies as red spans,
     the reference part (when the head used the start of the video) as a grey span.
-    With ``fps=None`` the x axis is in frames."""
+    With ``fps=None`` the x axis is in frames. Events with an ``explanation`` are numbered at
+    their peak and their explanations listed under the plot (the first 8)."""
+    import textwrap
+
     plt = _pyplot()
     scores = np.asarray(scores, dtype=np.float64)
     x_label = "time (s)" if fps else "frame"
     fps = fps or 1.0
     t = np.arange(len(scores)) / fps
-    fig, ax = plt.subplots(figsize=(10, 3.2), dpi=100)
+    explained = [ev for ev in events if getattr(ev, "explanation", None) or getattr(ev, "explanation_error", None)][:8]
+    notes = [textwrap.shorten(f"{i + 1}: " + (ev.explanation or f"(no explanation: {ev.explanation_error})"),
+                              150, placeholder=" ...") for i, ev in enumerate(explained)]
+    fig, ax = plt.subplots(figsize=(10, 3.2 + 0.22 * len(notes)), dpi=100)
     try:
         if reference_frames:
             ax.axvspan(0, reference_frames / fps, color="0.85", label="reference (normal) part")
@@ -58,6 +64,9 @@ def plot_scores(
             ax.axvspan(ev.start_s, ev.end_s, color="tab:orange", alpha=0.3,
                        label="detected event" if i == 0 else None)
         ax.plot(t, scores, color="tab:blue", lw=1.2, label="anomaly score")
+        for i, ev in enumerate(explained):
+            ax.annotate(str(i + 1), (ev.peak_frame / fps, ev.peak_score), textcoords="offset points", xytext=(0, 4),
+                        ha="center", fontsize=8, fontweight="bold", color="tab:red")
         if threshold is not None:
             ax.axhline(threshold, color="tab:orange", ls="--", lw=1, label=f"threshold {threshold:g}")
         ax.set_xlabel(x_label)
@@ -66,7 +75,11 @@ def plot_scores(
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend(loc="upper left", fontsize=8, framealpha=0.8)
-        fig.tight_layout()
+        if notes:
+            fig.text(0.01, 0.01, "\n".join(notes), fontsize=7, va="bottom", ha="left", family="monospace")
+            fig.tight_layout(rect=(0, 0.22 * len(notes) / (3.2 + 0.22 * len(notes)) + 0.01, 1, 1))
+        else:
+            fig.tight_layout()
         return _save(fig, path)
     finally:
         plt.close(fig)

@@ -1,0 +1,308 @@
+"""The two training-free methods as heads: ``anomalyruler`` and ``eventvad`` (frames in, one
+score per frame out), behind the one head contract, so ``vad score --head anomalyruler`` and
+``vad evaluate`` treat them like any head.
+
+* :class:`AnomalyRulerHead`: the video is cut into snippets of ``snippet`` frames; each is
+  perceived (:mod:`vad.explain.perception`, the offline backend by default), checked against
+  the rules induced from the reference footage (:mod:`vad.explain.rules`), and the per-snippet
+  decisions are smoothed as in the paper. ``score``: ``strength`` (default) gives each snippet
+  how far it broke its strongest rule (observed/limit, below 1 when no rule broke: how close it
+  came), EMA-smoothed, zeroed where robust reasoning rejected the anomaly; ``paper`` gives the
+  paper's score, the second EMA of the voted 0/1 decisions (coarse: few distinct values).
+* :class:`EventVADHead`: per-frame descriptors (a small grey thumbnail and the motion energy
+  of the 3 x 3 regions) are cut into events by :func:`vad.explain.eventvad.find_boundaries`;
+  each event is judged by its snippets' perceptions under the same rules (describe: the
+  perceptions; decide: the strongest broken rule; explain: the violations), and every frame
+  of the event gets the event's score.
+
+Both need normal reference footage for their rules: ``--reference``, or the video's own start
+(``head.reference_fraction`` / ``reference_seconds``, as the scene head). Both score a whole
+video at once (``paper`` smoothing and event cuts need the whole curve), so they do not stream;
+for live cameras the rules explain the monitor's events instead (``monitor`` with ``--explain``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import cv2
+import numpy as np
+
+from vad.explain.eventvad import EventVADConfig, find_boundaries, segments
+from vad.explain.motion import MotionConfig
+from vad.explain.offline import OfflineBackend
+from vad.explain.perception import BackendError, Perception, PerceptionBackend, PerceptionRequest
+from vad.explain.rules import InductionConfig, RuleSet, SmoothingConfig, deduce, ema, induce, smooth_decisions
+from vad.fsutil import atomic_path
+from vad.heads.base import Head, HeadError, HeadInput, HeadScores, StreamingScorer, UnitTiming, write_head_meta
+from vad.heads.reference import SelfReference
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["AnomalyRulerHead", "EventVADHead", "RulerConfig", "iter_snippets_of_blocks"]
+
+SCORES = ("strength", "paper")
+
+
+@dataclass(frozen=True)
+class RulerConfig:
+    snippet: int = 8  # frames per perceived snippet: 0.8 s at 10 fps
+    score: str = "strength"
+    recheck: bool = True
+    user_rules: tuple[str, ...] = ()
+    induction: InductionConfig = field(default_factory=InductionConfig)
+    smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
+    motion: MotionConfig = field(default_factory=MotionConfig)
+    eventvad: EventVADConfig = field(default_factory=EventVADConfig)
+    min_reference_snippets: int = 4
+
+    def __post_init__(self) -> None:
+        if self.snippet < 2:
+            raise HeadError("snippet must be >= 2 frames")
+        if self.score not in SCORES:
+            raise HeadError(f"score must be one of {SCORES}, got {self.score!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> RulerConfig:
+        d = dict(d or {})
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        if unknown:
+            raise HeadError(f"unknown explain head keys {sorted(unknown)} (known: {sorted(known)})")
+        try:
+            for key, sub in (("induction", InductionConfig), ("smoothing", SmoothingConfig), ("motion", MotionConfig),
+                             ("eventvad", EventVADConfig)):
+                if isinstance(d.get(key), dict):
+                    value = dict(d[key])
+                    if key == "induction" and "fields" in value:
+                        value["fields"] = tuple(value["fields"])
+                    d[key] = sub(**value)
+            if "user_rules" in d:
+                d["user_rules"] = tuple(d["user_rules"] or ())
+            return cls(**d)
+        except (TypeError, ValueError) as err:
+            raise HeadError(f"explain head config: {err}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["user_rules"] = list(self.user_rules)
+        d["induction"]["fields"] = list(self.induction.fields)
+        return d
+
+
+def iter_snippets_of_blocks(blocks: Iterable[np.ndarray], length: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Consecutive non-overlapping snippets (start frame, frames) of ``length`` frames from blocks
+    of frames; the last, shorter one is kept when it has at least 2 frames (it is scored too)."""
+    buf: list[np.ndarray] = []
+    start = 0
+    for block in blocks:
+        for frame in np.asarray(block):
+            buf.append(frame)
+            if len(buf) == length:
+                yield start, np.stack(buf)
+                start += length
+                buf = []
+    if len(buf) >= 2:
+        yield start, np.stack(buf)
+    elif buf:  # one trailing frame: it joins the previous snippet's score (the caller pads)
+        yield start, np.stack(buf)
+
+
+class AnomalyRulerHead(Head):
+    """See the module docstring."""
+
+    type_name = "anomalyruler"
+
+    def __init__(self, cfg: RulerConfig | None = None, policy: SelfReference | None = None,
+                 rules: RuleSet | None = None, backend: PerceptionBackend | None = None) -> None:
+        self.cfg = cfg or RulerConfig()
+        self.policy = policy
+        self.rules = rules
+        self.backend = backend or OfflineBackend(self.cfg.motion)
+        self.last_perceptions: list[Perception] = []
+
+    @property
+    def input(self) -> HeadInput:
+        return HeadInput(kind="frames", clip_length=self.cfg.snippet, color="rgb")
+
+    @property
+    def lookahead(self) -> int:
+        return -1
+
+    @property
+    def needs_fit(self) -> bool:
+        return True
+
+    @property
+    def fitted(self) -> bool:
+        return self.rules is not None
+
+    # -- perception ------------------------------------------------------------------------
+    def perceive_blocks(self, blocks: Iterable[np.ndarray], fps: float, source_id: str) -> list[Perception]:
+        out = []
+        for start, frames in iter_snippets_of_blocks(blocks, self.cfg.snippet):
+            if len(frames) < 2:
+                out.append(Perception("", {}, self.backend.name, start, start))
+                continue
+            out.append(self.backend.perceive(PerceptionRequest(source_id, start, start + len(frames) - 1, fps, frames)))
+        return out
+
+    # -- fitting ---------------------------------------------------------------------------
+    def fit_frames(self, videos: Iterable[Iterable[np.ndarray]], fps: float = 10.0) -> AnomalyRulerHead:
+        """Induce the rules from normal footage (per video, its blocks of frames)."""
+        perceptions: list[Perception] = []
+        try:
+            for v, blocks in enumerate(videos):
+                perceptions += [p for p in self.perceive_blocks(blocks, fps, f"reference-{v}") if p.evidence]
+        except BackendError as err:
+            raise HeadError(f"perceiving the reference failed: {err}") from None
+        if len(perceptions) < self.cfg.min_reference_snippets:
+            raise HeadError(f"the reference has {len(perceptions)} snippet(s) of {self.cfg.snippet} frames; the "
+                            f"{self.type_name} head needs at least {self.cfg.min_reference_snippets} "
+                            "(give longer --reference footage)")
+        try:
+            self.rules = induce(perceptions, self.cfg.induction, self.backend, self.cfg.user_rules)
+        except BackendError as err:
+            raise HeadError(f"rule induction failed: {err}") from None
+        logger.info("%s: %d normal and %d anomaly rules induced from %d reference snippets", self.type_name,
+                    len(self.rules.normal), len(self.rules.anomaly), len(perceptions))
+        return self
+
+    def self_fitted(self, blocks: Iterable[np.ndarray], fps: float = 10.0) -> AnomalyRulerHead:
+        return type(self)(self.cfg, self.policy, None, self.backend).fit_frames([blocks], fps)
+
+    def reference_frames(self, n_frames: int | None, fps: float) -> int:
+        if self.policy is None:
+            raise HeadError(f"the {self.type_name} head has no rules: give --reference footage of this camera")
+        n = self.policy.wanted(UnitTiming(fps, 1), n_frames)
+        n = max(n, self.cfg.min_reference_snippets * self.cfg.snippet)
+        return n if n_frames is None else min(n, n_frames)
+
+    # -- scoring ---------------------------------------------------------------------------
+    def _snippet_scores(self, perceptions: list[Perception]) -> np.ndarray:
+        assert self.rules is not None
+        decided = [deduce(p, self.rules) if p.evidence else ([], 0.0) for p in perceptions]
+        strength = np.array([s for _, s in decided])
+        decisions = np.array([1.0 if v else 0.0 for v, _ in decided])
+
+        def recheck(i: int) -> bool:
+            # robust reasoning, offline: a provisional anomaly stands when its own snippet or a
+            # neighbour broke a rule (a vote that only spread from elsewhere is dropped)
+            if not self.cfg.recheck:
+                return True
+            lo, hi = max(0, i - 1), min(len(decisions), i + 2)
+            return bool(decisions[lo:hi].any())
+
+        voted, paper, _ = smooth_decisions(decisions, self.cfg.smoothing, recheck)
+        if self.cfg.score == "paper":
+            return paper
+        rejected = (decisions > 0) & (voted == 0)
+        return ema(np.where(rejected, np.minimum(strength, 1.0), strength), self.cfg.smoothing.ema_alpha)
+
+    def _frame_scores(self, perceptions: list[Perception], per_snippet: np.ndarray) -> np.ndarray:
+        n = perceptions[-1].end_frame + 1 if perceptions else 0
+        out = np.zeros(n, np.float32)
+        for p, s in zip(perceptions, per_snippet):
+            out[p.start_frame:p.end_frame + 1] = s
+        return out
+
+    def score_frame_blocks(self, blocks: Iterable[np.ndarray], fps: float = 10.0, source_id: str = "video"
+                           ) -> HeadScores:
+        if self.rules is None:
+            raise HeadError(f"the {self.type_name} head has no rules (give --reference footage or fit it on the "
+                            "video's start)")
+        try:
+            perceptions = self.perceive_blocks(blocks, fps, source_id)
+        except BackendError as err:
+            raise HeadError(f"perception failed: {err}") from None
+        if not perceptions:
+            raise HeadError("no frames to score")
+        self.last_perceptions = perceptions
+        return HeadScores(self._frame_scores(perceptions, self._snippet_scores(perceptions)))
+
+    def score_video(self, units: np.ndarray, timing: UnitTiming) -> HeadScores:
+        return self.score_frame_blocks([np.asarray(units)], timing.fps)
+
+    def stream(self, timing: UnitTiming, n_units: int | None = None) -> StreamingScorer:
+        raise HeadError(f"the {self.type_name} head scores whole videos (its smoothing needs the whole curve); "
+                        "for live cameras use the default head and `explain` for the events")
+
+    # -- persistence -----------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        from safetensors.numpy import save_file
+
+        if self.rules is None:
+            raise HeadError(f"an unfitted {self.type_name} head has nothing to save")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        with atomic_path(directory / "head.safetensors") as tmp:  # the schema's file; rules are text
+            save_file({"version": np.zeros(1, np.int8)}, str(tmp))
+        self.rules.save(directory / "rules.yaml")
+        write_head_meta(directory, self.meta(self.cfg.to_dict(), rules="rules.yaml", backend=self.backend.identity()))
+        return directory
+
+    @classmethod
+    def from_saved(cls, directory: Path, meta: dict[str, Any], device: str = "cpu") -> AnomalyRulerHead:
+        cfg = RulerConfig.from_dict(meta["config"])
+        try:
+            rules = RuleSet.load(Path(directory) / meta.get("rules", "rules.yaml"))
+        except ValueError as err:
+            raise HeadError(str(err)) from None
+        return cls(cfg, None, rules)
+
+
+def frame_descriptors(blocks: Iterable[np.ndarray], thumb: tuple[int, int] = (16, 12)) -> np.ndarray:
+    """Per frame: a z-normalised grey thumbnail and the 3 x 3 regions' mean frame difference
+    (scaled to the thumbnail's spread), the cheap stand-in for EventVAD's CLIP + flow features."""
+    rows, prev = [], None
+    for block in blocks:
+        for frame in np.asarray(block):
+            grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+            small = cv2.resize(grey, (thumb[0] * 3, thumb[1] * 3), interpolation=cv2.INTER_AREA).astype(np.float32)
+            t = cv2.resize(small, thumb, interpolation=cv2.INTER_AREA).reshape(-1)
+            t = (t - t.mean()) / (t.std() + 1e-3)
+            diff = np.zeros(9, np.float32) if prev is None else cv2.resize(
+                np.abs(small - prev), (3, 3), interpolation=cv2.INTER_AREA).reshape(-1) / 8.0
+            prev = small
+            rows.append(np.concatenate([t, diff]))
+    return np.stack(rows) if rows else np.zeros((0, thumb[0] * thumb[1] + 9), np.float32)
+
+
+class EventVADHead(AnomalyRulerHead):
+    """See the module docstring."""
+
+    type_name = "eventvad"
+
+    def score_frame_blocks(self, blocks: Iterable[np.ndarray], fps: float = 10.0, source_id: str = "video"
+                           ) -> HeadScores:
+        if self.rules is None:
+            raise HeadError("the eventvad head has no rules (give --reference footage or fit it on the video's start)")
+        frames: list[np.ndarray] = []
+
+        def keep() -> Iterator[np.ndarray]:
+            for block in blocks:
+                frames.append(np.asarray(block))
+                yield frames[-1]
+
+        try:
+            perceptions = self.perceive_blocks(keep(), fps, source_id)
+        except BackendError as err:
+            raise HeadError(f"perception failed: {err}") from None
+        if not perceptions:
+            raise HeadError("no frames to score")
+        self.last_perceptions = perceptions
+        desc = frame_descriptors(frames)
+        n = len(desc)
+        cuts = find_boundaries(desc, fps, self.cfg.eventvad) if n >= 2 else np.zeros(0, int)
+        strength = np.array([deduce(p, self.rules)[1] if p.evidence else 0.0 for p in perceptions])
+        out = np.zeros(n, np.float32)
+        self.last_events = []
+        for a, b in segments(cuts, n):
+            inside = [i for i, p in enumerate(perceptions) if p.start_frame < b and p.end_frame >= a]
+            score = float(strength[inside].max()) if inside else 0.0
+            out[a:b] = score
+            self.last_events.append((a, b, score))
+        return HeadScores(out)
