@@ -69,10 +69,17 @@ Pipeline (every number is a field of :class:`EventVADConfig`; defaults in bracke
    boundary nearer than the minimum gap to a stronger one (larger ``r`` in its run) is dropped,
    so any two reported boundaries are at least the gap apart.
 
-Known limitation: the first and last few nodes have one-sided neighbourhoods, so the
-propagation treats them differently; on noise-free, steadily changing input (a constant turn
-of the feature direction) this gives a spurious boundary within the first ``top_k`` or so
-steps. With realistic per-step noise it is drowned out and did not show in our tests.
+Known limitations:
+
+* The ratio reacts to *rises* of the change signal. A cut (features jump) is a spike in ``c``
+  and is found and placed exactly. A sustained rise (e.g. motion speeding up) is a level
+  shift: it is found only if its onset stands out from the ratio's spread, and it is placed
+  at the largest smoothed change in its run, which on a plateau can be a few steps late. A fall
+  (motion slowing down) gives no boundary.
+* The first and last few nodes have one-sided neighbourhoods, so the propagation treats them
+  differently; on noise-free, steadily changing input (a constant turn of the feature
+  direction) this gives a spurious boundary within the first ``top_k`` or so steps. With
+  realistic per-step noise it is drowned out and did not show in our tests.
 
 Degenerate inputs: fewer than 2 steps, or steps that are all the same after L2 normalisation
 (largest deviation from the first row at most 1e-9; otherwise rounding noise left after the
@@ -420,7 +427,7 @@ def find_boundaries(
     for run in runs:
         lo, hi = int(run[0]), min(int(run[-1]) + lag, s.shape[0] - 1)
         t = lo + int(np.argmax(s[lo : hi + 1]))
-        positions.append(t)
+        positions.append(t + 1)
         strengths.append(float(r[run].max()))
     # Keep boundaries at least the gap apart, strongest first (kept: sorted positions).
     order = sorted(range(len(positions)), key=lambda i: (-strengths[i], positions[i]))
