@@ -627,11 +627,11 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("anomalyruler", "vad score --reference <train> --head anomalyruler: training-free AnomalyRuler-style rules "
            "(offline perception: per-region motion figures)",
            steps=(("score", "{test}", "--reference", "{train}", "--head", "anomalyruler", "--out", "{run}",
-                   "--set", "explain.options={actions: false}", *COMMON),)),
+                   "--set", "explain.options={{actions: false}}", *COMMON),)),
     Method("eventvad", "vad score --reference <train> --head eventvad: training-free EventVAD-style event cuts, each "
            "event judged under the same rules",
            steps=(("score", "{test}", "--reference", "{train}", "--head", "eventvad", "--out", "{run}",
-                   "--set", "explain.options={actions: false}", *COMMON),)),
+                   "--set", "explain.options={{actions: false}}", *COMMON),)),
     Method("ctd2gan_minmax", "vad train --head ctd2gan --normal <train>; score_mode=minmax",
            steps=(("train", "--head", "ctd2gan", "--normal", "{train}", "--out", "{runs}/ctd2gan_head",
                    "--no-progress"),

@@ -8,7 +8,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from vad.heads.ctd2gan import CTD2GAN, CTD2GANConfig, adversarial_step, gradient_loss, psnr
+from vad.heads.ctd2gan import CTD2GAN, CTD2GANConfig, ConvTransformerGenerator, adversarial_step, gradient_loss, psnr
 
 TINY = CTD2GANConfig(size=32, channels=1, past_frames=3, width=8, depth=2, heads=2, pe_dim=4,
                      disc_width=8, disc_depth=2)
@@ -140,3 +140,23 @@ def test_short_training_learns_the_scene_and_flags_unusual_motion():
         scores = np.concatenate([normal_s, -torch.cat(anomalous).numpy()])
         labels = np.r_[np.zeros(len(normal_s)), np.ones(len(scores) - len(normal_s))]
         assert roc_auc_score(labels, scores) >= 0.9, name
+
+
+def test_residual_generator_starts_as_copy_last_frame_and_learns():
+    cfg = CTD2GANConfig(size=16, past_frames=3, width=4, depth=1, heads=2, disc_width=4, disc_depth=1, residual=True)
+    torch.manual_seed(0)
+    g = ConvTransformerGenerator(cfg)
+    clip = torch.rand(2, 3, 1, 16, 16) * 2 - 1
+    out = g(clip)
+    assert torch.equal(out, clip[:, -1])  # the untrained residual generator copies the newest frame
+    target = torch.roll(clip[:, -1], 1, dims=-1)  # the scene moved one pixel
+    opt = torch.optim.Adam(g.parameters(), lr=1e-2)
+    before = float(((g(clip) - target) ** 2).mean())
+    for _ in range(30):
+        opt.zero_grad()
+        loss = ((g(clip) - target) ** 2).mean()
+        loss.backward()
+        opt.step()
+    assert float(((g(clip) - target) ** 2).mean()) < 0.8 * before
+    # heads saved before the option existed have no "residual" key: they load as non-residual
+    assert CTD2GANConfig(**{k: v for k, v in vars(cfg).items() if k != "residual"}).residual is False

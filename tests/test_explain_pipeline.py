@@ -156,3 +156,18 @@ def test_monitor_explains_an_ended_event_before_writing_it(tmp_path):
     rules = yaml.safe_load((out / "rules.yaml").read_text())
     assert any(r["source"] == "user" and r["text"] == "skateboards are anomalous" for r in rules["anomaly"])
     assert all("explanation" not in r for r in records if r["update"] != "end")
+
+
+def test_monitor_without_reference_learns_rules_with_the_head_and_explains(tmp_path):
+    cam = write_h264(tmp_path / "cam.mp4", np.concatenate([walkway(60, seed=2), walkway(120, seed=3, block_from=60)[60:]]), 10)
+    out = tmp_path / "mon"
+    code = main(["monitor", f"door={cam}", "--pace", "--explain", "--out", str(out), "--duration", "13", *MON_SETS,
+                 *OFFLINE, "--set", "monitor.reference_seconds=4"])
+    assert code == 0
+    ended = [r for r in map(json.loads, (out / "events.jsonl").read_text().splitlines()) if r["update"] == "end"]
+    assert len(ended) == 1, ended
+    ev = ended[0]["evidence"]
+    # rules were learned from the 40 learning frames (5 snippets): the evidence was checked against them
+    assert "strength" in ev and isinstance(ev["rules_broken"], list)
+    assert ev["frames"][0][0] <= ended[0]["peak_frame"] <= ev["frames"][-1][1]
+    assert not (out / "rules.yaml").exists()  # per-camera rules, not the job's

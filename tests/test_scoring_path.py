@@ -252,11 +252,17 @@ def _example_heads() -> dict[str, object]:
     frames = FramePredictionHead(ConvTransformerGenerator(cfg), scale=0.01, train_size=(24, 20))
     normal = rng.integers(0, 255, size=(40, 20, 24, 3), dtype=np.uint8)
     scene = SceneHead(SceneConfig(short_side=32, grid=(4, 4), min_reference_frames=20)).fit_frames([[normal]])
-    return {"reference": ref, "mil": mil, "gsmoe": gs, "ctd2gan": frames, "scene": scene}
+    from vad.explain import AnomalyRulerHead, EventVADHead, RulerConfig  # registers both head types
+
+    rcfg = RulerConfig(snippet=4, min_reference_snippets=2)
+    ruler = AnomalyRulerHead(rcfg).fit_frames([[normal]])
+    eventvad = EventVADHead(rcfg).fit_frames([[normal]])
+    return {"reference": ref, "mil": mil, "gsmoe": gs, "ctd2gan": frames, "scene": scene, "anomalyruler": ruler,
+            "eventvad": eventvad}
 
 
 def test_every_registered_head_saves_and_loads_through_load_head(tmp_path):
-    examples = _example_heads()
+    examples = _example_heads()  # imports vad.explain, which registers its heads
     assert set(examples) == set(HEAD_TYPES), "add an example for every registered head type"
     rng = np.random.default_rng(1)
     features = rng.normal(size=(2, 9, 16)).astype(np.float32)
@@ -271,6 +277,7 @@ def test_every_registered_head_saves_and_loads_through_load_head(tmp_path):
             units = features
         else:
             want = {"kind": "frames", "clip_length": 3, "size": [16, 16], "color": "gray"} if name == "ctd2gan" \
+                else {"kind": "frames", "clip_length": 4, "color": "rgb"} if name in ("anomalyruler", "eventvad") \
                 else {"kind": "frames", "clip_length": 1, "size": [38, 32], "color": "rgb"}
             assert meta["consumes"] == want
             units = frames

@@ -56,7 +56,8 @@ class RulerConfig:
     induction: InductionConfig = field(default_factory=InductionConfig)
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
     motion: MotionConfig = field(default_factory=MotionConfig)
-    eventvad: EventVADConfig = field(default_factory=EventVADConfig)
+    eventvad: EventVADConfig = field(default_factory=lambda: EventVADConfig(window_s=1.0))
+    both_directions: bool = True  # eventvad: also cut where a sustained change ends (see event_cuts)
     min_reference_snippets: int = 4
 
     def __post_init__(self) -> None:
@@ -271,6 +272,25 @@ def frame_descriptors(blocks: Iterable[np.ndarray], thumb: tuple[int, int] = (16
     return np.stack(rows) if rows else np.zeros((0, thumb[0] * thumb[1] + 9), np.float32)
 
 
+def event_cuts(desc: np.ndarray, fps: float, cfg: EventVADConfig, both_directions: bool = True) -> np.ndarray:
+    """Event boundaries of per-frame descriptors. The change ratio reacts to *rises* of the change
+    signal, so a sustained change (people speeding up) gets a cut where it starts but none where
+    it ends; ``both_directions`` (our addition) also cuts the time-reversed sequence, where that
+    end is a rise, and keeps both sets of cuts (closer than ``min_gap_s``: the earlier one)."""
+    n = len(desc)
+    if n < 2:
+        return np.zeros(0, np.int64)
+    cuts = list(find_boundaries(desc, fps, cfg))
+    if both_directions:
+        cuts += [n - int(b) for b in find_boundaries(np.ascontiguousarray(desc[::-1]), fps, cfg)]
+    gap = max(1, int(round(cfg.min_gap_s * fps)))
+    kept: list[int] = []
+    for c in sorted(set(int(c) for c in cuts if 0 < c < n)):
+        if not kept or c - kept[-1] >= gap:
+            kept.append(c)
+    return np.asarray(kept, np.int64)
+
+
 class EventVADHead(AnomalyRulerHead):
     """See the module docstring."""
 
@@ -296,7 +316,7 @@ class EventVADHead(AnomalyRulerHead):
         self.last_perceptions = perceptions
         desc = frame_descriptors(frames)
         n = len(desc)
-        cuts = find_boundaries(desc, fps, self.cfg.eventvad) if n >= 2 else np.zeros(0, int)
+        cuts = event_cuts(desc, fps, self.cfg.eventvad, self.cfg.both_directions)
         strength = np.array([deduce(p, self.rules)[1] if p.evidence else 0.0 for p in perceptions])
         out = np.zeros(n, np.float32)
         self.last_events = []

@@ -54,7 +54,11 @@ class PerceptionRequest:
 
     @property
     def key(self) -> str:
-        return f"{self.source_id}:{self.start_frame}-{self.end_frame}"
+        """Cache key: where the snippet is *and* a digest of its pixels (a sparse sample), so two
+        videos scored under the same name, or a file replaced in place, never share answers."""
+        f = np.ascontiguousarray(np.asarray(self.frames)[:, ::7, ::7])
+        digest = hashlib.blake2b(f.tobytes(), digest_size=8).hexdigest() if f.size else "empty"
+        return f"{self.source_id}:{self.start_frame}-{self.end_frame}:{digest}"
 
     @property
     def start_s(self) -> float:
