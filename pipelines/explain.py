@@ -56,14 +56,18 @@ def build_perception(cfg: ScoreConfig, cache_dir: Path | None, *, backend: str |
         raise ExplainSetupError(f"explain backend {kind}: {err}") from None
 
 
+def self_reference(cfg: ScoreConfig) -> SelfReference:
+    """How a head without ``--reference`` takes its reference from each video's start (``head:``)."""
+    h = cfg.head
+    return SelfReference(h.reference_fraction, h.reference_seconds, h.min_reference_snippets)
+
+
 def ruler_head(cfg: ScoreConfig, head_type: str, cache_dir: Path | None) -> AnomalyRulerHead:
     """An unfitted anomalyruler / eventvad head (its rules come from the reference)."""
     from vad.explain import EventVADHead
 
-    h = cfg.head
-    policy = SelfReference(h.reference_fraction, h.reference_seconds, h.min_reference_snippets)
     cls = EventVADHead if head_type == "eventvad" else AnomalyRulerHead
-    return cls(ruler_config(cfg), policy, None, build_perception(cfg, cache_dir, for_explanations=False))
+    return cls(ruler_config(cfg), self_reference(cfg), None, build_perception(cfg, cache_dir, for_explanations=False))
 
 
 def load_rules(cfg: ScoreConfig) -> RuleSet | None:

@@ -144,13 +144,19 @@ class _FrameRing:
         return [(w, j) for _, w, j in self._items if t0 <= w <= t1]
 
 
+def decode_jpeg(jpg: bytes, rgb: bool = True) -> np.ndarray:
+    """A buffered JPEG frame as an image array (RGB, or OpenCV's BGR)."""
+    img = cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if rgb else img
+
+
 def write_snapshot(path: Path, jpg: bytes, region: Sequence[float] | None) -> None:
     """The peak frame as JPEG, the event's region drawn when it has one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if region is None:
         path.write_bytes(jpg)
         return
-    img = cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR)
+    img = decode_jpeg(jpg, rgb=False)
     h, w = img.shape[:2]
     x0, y0, x1, y1 = region
     cv2.rectangle(img, (int(x0 * w), int(y0 * h)), (int(x1 * w) - 1, int(y1 * h) - 1), (0, 0, 255), 2)
@@ -171,7 +177,7 @@ def write_clip(path: Path, frames: list[tuple[float, bytes]], fps: float) -> int
         stream.pix_fmt = "yuv420p"
         stream.options = {"preset": "veryfast", "crf": "23"}
         for _, jpg in frames:
-            img = cv2.cvtColor(cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            img = decode_jpeg(jpg)
             h, w = img.shape[:2]
             if n == 0:
                 stream.width, stream.height = w - w % 2, h - h % 2
@@ -423,8 +429,7 @@ class CameraMonitor:
         try:
             if not jpegs:
                 raise ValueError("the event's frames are no longer buffered (monitor.clip_buffer_s)")
-            frames = np.stack([cv2.cvtColor(cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR),
-                                            cv2.COLOR_BGR2RGB) for _, j in jpegs])
+            frames = np.stack([decode_jpeg(j) for _, j in jpegs])
             u = replace(u, event=self.explainer.explain(u.event, frames, jpegs[0][0], self.fps, self.camera.name))
         except Exception as err:  # noqa: BLE001 - the event is written whatever the explanation did
             self.explainer.errors += 1

@@ -34,8 +34,7 @@ from vad.config import ScoreConfig, to_dict
 from vad.events import EventRules, EventUpdate, detect_events_with, with_regions
 from vad.features.extractor import FeatureError, FeatureExtractor, build_extractor
 from vad.explain import EventExplainer, RuleSet, explain_all
-from vad.heads import (Head, HeadError, HeadScores, ReferenceFeatureHead, ReferenceHeadConfig, SelfReference, UnitTiming,
-                       load_head)
+from vad.heads import Head, HeadError, HeadScores, ReferenceFeatureHead, ReferenceHeadConfig, load_head
 from vad.heads.base import read_head_meta
 from vad.heads.scene import scene_head_from_config
 from vad.io import FileSource, FolderSource, FrameSource, VideoError
@@ -44,7 +43,7 @@ from vad.scoring import score_video
 from vad.sinks import PlotSink, ScoreCSVSink, SinkSet, SourceMeta
 from pipelines.executors import RayUnavailable, ensure_ray, iter_local, iter_ray
 from pipelines.explain import (EXPLAIN_HEADS, ExplainSetupError, build_explainer, induce_rules, load_rules, ruler_config,
-                               ruler_head)
+                               ruler_head, self_reference)
 from pipelines.inputs import VideoItem, assign_ids, expand_inputs
 from pipelines.ledger import RunLedger, VideoResult
 from pipelines.progress import JobProgress
@@ -77,7 +76,7 @@ def configured_head(cfg: ScoreConfig, extractor: str | None = None, head_type: s
     ``reference`` (features), or a training-free ``anomalyruler`` / ``eventvad`` head (frames,
     :mod:`vad.explain`). All take each video's start as reference until fitted."""
     h = cfg.head
-    policy = SelfReference(h.reference_fraction, h.reference_seconds, h.min_reference_snippets)
+    policy = self_reference(cfg)
     if (head_type or h.type) in EXPLAIN_HEADS:
         try:
             return ruler_head(cfg, head_type or h.type, cache_dir)
@@ -353,9 +352,7 @@ class ScoreJob:
         if self.explainer is None or not events:
             return events
         if self.explain_rules is None:
-            h = self.cfg.head
-            policy = SelfReference(h.reference_fraction, h.reference_seconds, h.min_reference_snippets)
-            n_ref = min(n_frames, max(policy.wanted(UnitTiming(fps, 1), n_frames), 4 * self.cfg.explain.snippet))
+            n_ref = self_reference(self.cfg).frames(fps, n_frames, 4 * self.cfg.explain.snippet)
             try:
                 self.explainer.rules = induce_rules(self.cfg, [[self.read_frames(item, 0, n_ref)]], fps,
                                                     self.explain_cache)

@@ -106,9 +106,7 @@ def iter_snippets_of_blocks(blocks: Iterable[np.ndarray], length: int) -> Iterat
                 yield start, np.stack(buf)
                 start += length
                 buf = []
-    if len(buf) >= 2:
-        yield start, np.stack(buf)
-    elif buf:  # one trailing frame: it joins the previous snippet's score (the caller pads)
+    if buf:  # a single trailing frame is too few to perceive: perceive_blocks gives it no evidence
         yield start, np.stack(buf)
 
 
@@ -123,7 +121,6 @@ class AnomalyRulerHead(Head):
         self.policy = policy
         self.rules = rules
         self.backend = backend or OfflineBackend(self.cfg.motion)
-        self.last_perceptions: list[Perception] = []
 
     @property
     def input(self) -> HeadInput:
@@ -178,9 +175,7 @@ class AnomalyRulerHead(Head):
     def reference_frames(self, n_frames: int | None, fps: float) -> int:
         if self.policy is None:
             raise HeadError(f"the {self.type_name} head has no rules: give --reference footage of this camera")
-        n = self.policy.wanted(UnitTiming(fps, 1), n_frames)
-        n = max(n, self.cfg.min_reference_snippets * self.cfg.snippet)
-        return n if n_frames is None else min(n, n_frames)
+        return self.policy.frames(fps, n_frames, self.cfg.min_reference_snippets * self.cfg.snippet)
 
     # -- scoring ---------------------------------------------------------------------------
     def _snippet_scores(self, perceptions: list[Perception]) -> np.ndarray:
@@ -210,8 +205,8 @@ class AnomalyRulerHead(Head):
             out[p.start_frame:p.end_frame + 1] = s
         return out
 
-    def score_frame_blocks(self, blocks: Iterable[np.ndarray], fps: float = 10.0, source_id: str = "video"
-                           ) -> HeadScores:
+    def _perceive_video(self, blocks: Iterable[np.ndarray], fps: float, source_id: str) -> list[Perception]:
+        """Every snippet of a video perceived; HeadError without rules, frames or a working backend."""
         if self.rules is None:
             raise HeadError(f"the {self.type_name} head has no rules (give --reference footage or fit it on the "
                             "video's start)")
@@ -221,7 +216,11 @@ class AnomalyRulerHead(Head):
             raise HeadError(f"perception failed: {err}") from None
         if not perceptions:
             raise HeadError("no frames to score")
-        self.last_perceptions = perceptions
+        return perceptions
+
+    def score_frame_blocks(self, blocks: Iterable[np.ndarray], fps: float = 10.0, source_id: str = "video"
+                           ) -> HeadScores:
+        perceptions = self._perceive_video(blocks, fps, source_id)
         return HeadScores(self._frame_scores(perceptions, self._snippet_scores(perceptions)))
 
     def score_video(self, units: np.ndarray, timing: UnitTiming) -> HeadScores:
@@ -255,21 +254,38 @@ class AnomalyRulerHead(Head):
         return cls(cfg, None, rules)
 
 
-def frame_descriptors(blocks: Iterable[np.ndarray], thumb: tuple[int, int] = (16, 12)) -> np.ndarray:
+class FrameDescriptors:
     """Per frame: a z-normalised grey thumbnail and the 3 x 3 regions' mean frame difference
-    (scaled to the thumbnail's spread), the cheap stand-in for EventVAD's CLIP + flow features."""
-    rows, prev = [], None
-    for block in blocks:
+    (scaled to the thumbnail's spread), the cheap stand-in for EventVAD's CLIP + flow features.
+    Blocks are pushed as they are decoded; only the small descriptors are kept."""
+
+    def __init__(self, thumb: tuple[int, int] = (16, 12)) -> None:
+        self.thumb = thumb
+        self.rows: list[np.ndarray] = []
+        self._prev: np.ndarray | None = None
+
+    def push(self, block: np.ndarray) -> None:
+        w, h = self.thumb
         for frame in np.asarray(block):
             grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-            small = cv2.resize(grey, (thumb[0] * 3, thumb[1] * 3), interpolation=cv2.INTER_AREA).astype(np.float32)
-            t = cv2.resize(small, thumb, interpolation=cv2.INTER_AREA).reshape(-1)
+            small = cv2.resize(grey, (w * 3, h * 3), interpolation=cv2.INTER_AREA).astype(np.float32)
+            t = cv2.resize(small, self.thumb, interpolation=cv2.INTER_AREA).reshape(-1)
             t = (t - t.mean()) / (t.std() + 1e-3)
-            diff = np.zeros(9, np.float32) if prev is None else cv2.resize(
-                np.abs(small - prev), (3, 3), interpolation=cv2.INTER_AREA).reshape(-1) / 8.0
-            prev = small
-            rows.append(np.concatenate([t, diff]))
-    return np.stack(rows) if rows else np.zeros((0, thumb[0] * thumb[1] + 9), np.float32)
+            diff = np.zeros(9, np.float32) if self._prev is None else cv2.resize(
+                np.abs(small - self._prev), (3, 3), interpolation=cv2.INTER_AREA).reshape(-1) / 8.0
+            self._prev = small
+            self.rows.append(np.concatenate([t, diff]))
+
+    def array(self) -> np.ndarray:
+        return np.stack(self.rows) if self.rows else np.zeros((0, self.thumb[0] * self.thumb[1] + 9), np.float32)
+
+
+def frame_descriptors(blocks: Iterable[np.ndarray], thumb: tuple[int, int] = (16, 12)) -> np.ndarray:
+    """:class:`FrameDescriptors` of a whole video's blocks."""
+    desc = FrameDescriptors(thumb)
+    for block in blocks:
+        desc.push(block)
+    return desc.array()
 
 
 def event_cuts(desc: np.ndarray, fps: float, cfg: EventVADConfig, both_directions: bool = True) -> np.ndarray:
@@ -298,31 +314,20 @@ class EventVADHead(AnomalyRulerHead):
 
     def score_frame_blocks(self, blocks: Iterable[np.ndarray], fps: float = 10.0, source_id: str = "video"
                            ) -> HeadScores:
-        if self.rules is None:
-            raise HeadError("the eventvad head has no rules (give --reference footage or fit it on the video's start)")
-        frames: list[np.ndarray] = []
+        desc = FrameDescriptors()
 
-        def keep() -> Iterator[np.ndarray]:
+        def described() -> Iterator[np.ndarray]:  # one decoding pass feeds both (no frames kept)
             for block in blocks:
-                frames.append(np.asarray(block))
-                yield frames[-1]
+                desc.push(block)
+                yield block
 
-        try:
-            perceptions = self.perceive_blocks(keep(), fps, source_id)
-        except BackendError as err:
-            raise HeadError(f"perception failed: {err}") from None
-        if not perceptions:
-            raise HeadError("no frames to score")
-        self.last_perceptions = perceptions
-        desc = frame_descriptors(frames)
-        n = len(desc)
-        cuts = event_cuts(desc, fps, self.cfg.eventvad, self.cfg.both_directions)
+        perceptions = self._perceive_video(described(), fps, source_id)
+        d = desc.array()
+        n = len(d)
+        cuts = event_cuts(d, fps, self.cfg.eventvad, self.cfg.both_directions)
         strength = np.array([deduce(p, self.rules)[1] if p.evidence else 0.0 for p in perceptions])
         out = np.zeros(n, np.float32)
-        self.last_events = []
+        snip = self.cfg.snippet  # perceptions are consecutive snippets of this many frames from frame 0
         for a, b in segments(cuts, n):
-            inside = [i for i, p in enumerate(perceptions) if p.start_frame < b and p.end_frame >= a]
-            score = float(strength[inside].max()) if inside else 0.0
-            out[a:b] = score
-            self.last_events.append((a, b, score))
+            out[a:b] = float(strength[a // snip:(b - 1) // snip + 1].max())
         return HeadScores(out)

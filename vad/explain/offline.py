@@ -33,8 +33,8 @@ __all__ = ["DnnObjectDetector", "I3DActions", "OfflineBackend", "describe_motion
 class I3DActions:
     """Top Kinetics-400 actions of a snippet with an I3D model (``vad.features.i3d.InceptionI3d``).
 
-    Frames are resized so the short side is 224, centre-cropped to 224 x 224 and sampled to 16
-    (evenly; repeated when the snippet is shorter), as the feature path feeds I3D."""
+    Frames are sampled to 16 (evenly; repeated when the snippet is shorter), resized so the short
+    side is 224 and centre-cropped to 224 x 224 with the feature path's own resize and crop."""
 
     def __init__(self, model: Any, class_names: Sequence[str] | None = None, top_k: int = 3) -> None:
         from vad.features.i3d import KINETICS400_CLASSES
@@ -46,17 +46,13 @@ class I3DActions:
     def __call__(self, frames: np.ndarray) -> list[dict[str, Any]]:
         import torch
 
+        from vad.clips.crops import crop_views
         from vad.features.i3d import preprocess_frames
+        from vad.io import resize_short_side
 
         idx = np.linspace(0, len(frames) - 1, 16).round().astype(int)
-        clip = []
-        for f in np.asarray(frames)[idx]:
-            h, w = f.shape[:2]
-            s = 224 / min(h, w)
-            f = cv2.resize(f, (max(224, int(round(w * s))), max(224, int(round(h * s)))), interpolation=cv2.INTER_AREA)
-            y, x = (f.shape[0] - 224) // 2, (f.shape[1] - 224) // 2
-            clip.append(f[y:y + 224, x:x + 224])
-        x = preprocess_frames(np.ascontiguousarray(np.stack(clip)))[None]
+        clip = crop_views(resize_short_side(np.asarray(frames)[idx], 224), 224, "center")[0]
+        x = preprocess_frames(np.ascontiguousarray(clip))[None]
         with torch.inference_mode():
             p = torch.softmax(self.model(x).logits.float()[0], dim=0).numpy()
         top = np.argsort(-p)[:self.top_k]

@@ -285,6 +285,12 @@ class SelfReference:
     def count(self, n_units: int, timing: UnitTiming) -> int:
         return min(n_units, self.wanted(timing, n_units))
 
+    def frames(self, fps: float, n_frames: int | None, minimum: int) -> int:
+        """Leading frames of a video (``n_frames``, None: a stream) that form its own reference
+        for a frames head that needs at least ``minimum`` of them."""
+        n = max(self.wanted(UnitTiming(fps, 1), n_frames), minimum)
+        return n if n_frames is None else min(n, n_frames)
+
 
 def _too_short(n: int) -> HeadError:
     return HeadError(f"only {n} snippet(s): too short to model normality from the video itself "

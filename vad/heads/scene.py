@@ -379,9 +379,7 @@ class SceneHead(Head):
         """Leading frames of a video that form its own reference (unfitted use)."""
         if self.policy is None:
             raise HeadError("the scene head is not fitted: give --reference footage of this camera")
-        n = self.policy.wanted(UnitTiming(fps, 1), n_frames)
-        n = max(n, self.cfg.min_reference_frames)
-        return n if n_frames is None else min(n, n_frames)
+        return self.policy.frames(fps, n_frames, self.cfg.min_reference_frames)
 
     def scorer(self) -> _SceneScorer:
         if self.model is None:
