@@ -68,7 +68,21 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
     score.add_argument("--explain", action="store_true", help="add an explanation and its evidence to every event "
                        "(explain.backend; offline by default: motion figures against the camera's rules)")
+    score.add_argument("--no-report", action="store_true", help="do not write <run>/report.html at the end")
     _add_run_args(score)
+
+    rep = sub.add_parser("report", help="the HTML report of a run: summary, score curves, events, evaluation",
+                         description="Write <run>/report.html (one self-contained file for a small run; an index "
+                         "with a page per video under <run>/report/ for a large one). Opens from disk, no network. "
+                         "An interrupted run, failed videos or missing plots still give a report that says so.")
+    rep.add_argument("run", type=Path, help="a `vad score` (or `vad monitor`) output directory")
+    rep.add_argument("--evaluation", type=Path, help="a `vad evaluate` output folder (default: <run>/evaluation)")
+    rep.add_argument("--inline-videos", type=int, default=30, metavar="N",
+                     help="up to N videos, everything goes into report.html (default 30); more get a page each")
+    rep.add_argument("--max-points", type=int, default=6000, help="points per score chart (min/max envelope beyond)")
+    rep.add_argument("--no-thumbnails", action="store_true", help="no event thumbnails (they decode each peak frame)")
+    rep.add_argument("--no-progress", action="store_true")
+    rep.add_argument("-v", "--verbose", action="count", default=0)
 
     ext = sub.add_parser("extract", help="feature extraction only: fill the feature cache (no head, no scores)",
                          description="Extract snippet features of videos into the feature cache, with the same "
@@ -83,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(ext)
 
     mon = sub.add_parser("monitor", help="score live cameras in real time: events with snapshots and clips, "
-                         "/healthz and /metrics",
+                         "a live dashboard, /healthz and /metrics",
                          description="Score live streams (rtsp://, rtsps://, http(s)://, devices, or files with "
                          "--loop/--pace) with the same heads and events as `vad score`. Runs until SIGTERM/SIGINT "
                          "(or --duration).")
@@ -93,7 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     mon.add_argument("--reference", help="normal footage of the camera(s) to fit the head on (default: learn "
                      "each camera's first monitor.reference_seconds, then freeze)")
     mon.add_argument("--head", help="a saved head directory (a fitted scene head, <run>/head, a trained head)")
-    mon.add_argument("--http-port", type=int, help="serve /healthz and /metrics on 127.0.0.1:PORT (0: any free port)")
+    mon.add_argument("--http-port", type=int, help="serve the live dashboard (/), /healthz and /metrics on "
+                     "HOST:PORT (0: any free port)")
+    mon.add_argument("--http-host", help="address the HTTP server binds (default 127.0.0.1); any other than "
+                     "loopback requires an access token (generated into <out>/http_token unless given)")
+    mon.add_argument("--http-token", help="access token of the HTTP server (also $VAD_HTTP_TOKEN, which keeps it "
+                     "out of the process list)")
     mon.add_argument("--analysis-fps", type=float, help="frames scored per second per camera (default 10)")
     mon.add_argument("--duration", type=float, help="stop after this many seconds (default: run until stopped)")
     mon.add_argument("--explain", action="store_true", help="explain every ended event (explain.backend) before "
@@ -150,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--annotations", help="annotation file when --gt is a dataset name")
     ev.add_argument("--convention", help="interval reading when building ground truth (see vad gt build)")
     ev.add_argument("--tail", choices=["drop", "pad", "none"], help="ground-truth tail policy when building it")
-    ev.add_argument("--out", required=True, type=Path, help="output directory")
+    ev.add_argument("--out", type=Path, help="output directory (default: <run>/evaluation when --scores is a "
+                    "`vad score` run, where `vad report` finds it)")
     ev.add_argument("--threshold", type=float, default=0.5, help="threshold of the false-alarm rate and events")
     ev.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for CIs (0 = off)")
     ev.add_argument("--seed", type=int, default=0)
@@ -218,6 +238,8 @@ def _score_overrides(args: argparse.Namespace) -> list[str]:
         out.append(f"head.load={json.dumps(args.head)}")
     if getattr(args, "explain", False):
         out.append("explain.enabled=true")
+    if getattr(args, "no_report", False):
+        out.append("output.report=false")
     for flag, key in (("threshold", "events.threshold"), ("ground_truth", "output.ground_truth")):
         value = getattr(args, flag)
         if value is not None:
@@ -288,12 +310,12 @@ def cmd_score(args: argparse.Namespace) -> int:
             logger.error("give either videos or --features LIST, not both")
             return EXIT_JOB_ERROR
         try:
-            summary = ScoreJob(cfg, out_dir, progress=not args.no_progress, precomputed=True).run_features(
-                args.features, args.fps, args.dataset)
+            job = ScoreJob(cfg, out_dir, progress=not args.no_progress, precomputed=True)
+            summary = job.run_features(args.features, args.fps, args.dataset)
         except JobError as err:
             logger.error("%s", err)
             return EXIT_JOB_ERROR
-        return _report_score(summary, out_dir)
+        return _report_score(summary, out_dir, job.report_path)
     if not inputs:
         try:
             inputs = [str(sample_video())]
@@ -307,7 +329,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     except JobError as err:
         logger.error("%s", err)
         return EXIT_JOB_ERROR
-    return _report_score(summary, out_dir)
+    return _report_score(summary, out_dir, job.report_path)
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
@@ -320,6 +342,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         overrides.append(f"head.load={json.dumps(args.head)}")
     if args.http_port is not None:
         overrides.append(f"monitor.http_port={args.http_port}")
+    if args.http_host is not None:
+        overrides.append(f"monitor.http_host={json.dumps(args.http_host)}")
     if args.explain:
         overrides.append("explain.enabled=true")
     stream = {}
@@ -334,6 +358,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         return EXIT_JOB_ERROR
     cfg, out_dir = loaded
     cfg.monitor.stream = {**cfg.monitor.stream, **stream}
+    if args.http_token:
+        cfg.monitor.http_token = args.http_token  # set here, not as an override: overrides may be logged
     try:
         cameras = [parse_camera(c) for c in args.cameras]
         return run_monitor(cfg, cameras, out_dir, duration=args.duration)
@@ -342,7 +368,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         return EXIT_JOB_ERROR
 
 
-def _report_score(summary: dict, out_dir: Path) -> int:
+def _report_score(summary: dict, out_dir: Path, report: Path | None) -> int:
     print(f"scored {summary['n_ok']}/{summary['n_videos']} video(s), {summary['n_events']} event(s), "
           f"{summary['realtime_factor']}x real time")
     for failure in summary["failed"]:
@@ -353,6 +379,8 @@ def _report_score(summary: dict, out_dir: Path) -> int:
               "(see explanation_error in events.jsonl)" if explained["errors"] else
               f"explained {explained['explained']} event(s)")
     print(f"outputs: {out_dir.resolve()}")
+    if report is not None:
+        print(f"report: {report.resolve()}")
     failed = summary["n_failed"] or (explained or {}).get("errors", 0)
     return EXIT_OK if not failed else EXIT_SOME_FAILED
 
@@ -483,7 +511,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pipelines.evaluate import EvaluateError, run_evaluate
     from vad.data.annotations import AnnotationError
+    from vad.rundir import RunDir
 
+    if args.out is None:
+        if not RunDir.is_run(args.scores):
+            print("vad evaluate: --out is needed when --scores is not a `vad score` run directory", file=sys.stderr)
+            return EXIT_JOB_ERROR
+        args.out = RunDir(args.scores).evaluation_dir
     setup_logging(args.verbose, args.out / "evaluate.log")
     try:
         m = run_evaluate(args.scores, args.gt, args.out, annotations=args.annotations, convention=args.convention,
@@ -503,6 +537,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if m[key]:
             print(f"  {key}: {len(m[key])} (see report)")
     print(f"report: {(args.out / 'report.md').resolve()}")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from vad.report import ReportOptions, write_report
+
+    setup_logging(args.verbose)
+    if args.inline_videos < 0 or args.max_points < 10:
+        logger.error("--inline-videos must be >= 0 and --max-points >= 10")
+        return EXIT_JOB_ERROR
+    opts = ReportOptions(inline_videos=args.inline_videos, max_points=args.max_points,
+                         thumbnails=not args.no_thumbnails, evaluation=args.evaluation)
+    try:
+        r = write_report(args.run, opts, progress=not args.no_progress)
+    except (FileNotFoundError, NotADirectoryError, ValueError, OSError) as err:
+        logger.error("%s", err)
+        return EXIT_JOB_ERROR
+    print(f"report of {r.n_videos} video(s), {r.n_events} event(s)"
+          + (f", {r.n_pages} video pages" if r.n_pages else " (one self-contained file)") + f" in {r.seconds:.1f} s")
+    for note in r.notes:
+        print(f"  note: {note}")
+    print(f"report: {r.index.resolve()}")
     return EXIT_OK
 
 
@@ -529,7 +585,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     handlers = {"score": cmd_score, "extract": cmd_extract, "config": cmd_config, "cache": cmd_cache,
                 "assets": cmd_assets, "info": cmd_info, "gt": gt_cli.run,
-                "evaluate": cmd_evaluate, "train": cmd_train, "monitor": cmd_monitor}
+                "evaluate": cmd_evaluate, "train": cmd_train, "monitor": cmd_monitor,
+                "report": cmd_report}
     return handlers[args.command](args)
 
 

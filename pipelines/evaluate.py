@@ -1,4 +1,5 @@
-"""``vad evaluate``: per-video scores + ground truth -> metrics.json, report.md, ROC/PR and video plots.
+"""``vad evaluate``: per-video scores + ground truth -> metrics.json, curves.json, report.md, ROC/PR and
+video plots (layout: :mod:`vad.eval.output`).
 
 Scores come from a ``vad score`` run directory (read through :class:`vad.rundir.RunDir`) or a folder of
 per-video ``.npy``/``.csv`` files (frame-level, or snippet-level when about 16x shorter than the
@@ -16,7 +17,6 @@ for a folder of scores, the same tracker at ``--threshold`` (no merge, no minimu
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -28,6 +28,7 @@ import numpy as np
 from vad.data.lists import class_from_name, guess_dataset
 from vad.eval import VideoScores, evaluate, expand_to_frames, pr_curve_points, roc_curve_points
 from vad.eval.metrics import METRIC_DEFINITIONS, EvalResult
+from vad.eval.output import EvalDir
 from vad.events import Event
 from vad.fsutil import write_json_atomic, write_text_atomic
 from vad.rundir import RunDir, read_scores_csv
@@ -278,14 +279,17 @@ def run_evaluate(
                              % (snippet_length, max_mismatch), "videos": alignment},
         definitions=METRIC_DEFINITIONS,
     )
-    write_json_atomic(out / "metrics.json", json.loads(json.dumps(metrics, allow_nan=False, default=str)))
+    evdir = EvalDir(out)
+    evdir.write_metrics(metrics)
     labels_all = np.concatenate([v.labels for v in videos])
     scores_all = np.concatenate([v.scores for v in videos])
+    evdir.curves_path.unlink(missing_ok=True)  # a re-evaluation with a single class has no curves
     if 0 < labels_all.sum() < len(labels_all):
         fpr, tpr = roc_curve_points(labels_all, scores_all)
         plot_curve(out / "plots" / "roc.png", fpr, tpr, kind="roc", label=f"AUC {_fmt(metrics['auc'])}",
                    title="frame-level ROC (pooled)")
         recall, precision = pr_curve_points(labels_all, scores_all)
+        evdir.write_curves(fpr, tpr, recall, precision)
         plot_curve(out / "plots" / "pr.png", recall, precision, kind="pr",
                    label=f"AP {_fmt(metrics['ap_step'])} (step) / {_fmt(metrics['ap_trapezoid'])} (trapezoid)",
                    title="frame-level precision-recall (pooled)")

@@ -36,6 +36,7 @@ class VideoResult:
     duration_s: float | None = None
     n_snippets: int | None = None
     n_events: int = 0
+    reference_frames: int | None = None  # the video's own start that fitted its head (none: a fitted head)
     backend: str | None = None
     cache_hit: bool = False
     attempts: int = 1

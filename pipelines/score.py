@@ -146,6 +146,7 @@ class ScoreJob:
         self.progress = progress
         self.extract_only = extract_only
         self.precomputed = precomputed
+        self.report_path: Path | None = None  # report.html once the job wrote it
         self.extractor: FeatureExtractor | None = None
         if extract_only and not cfg.cache.enabled:
             raise JobError("feature extraction writes into the feature cache; do not disable it (--no-cache)")
@@ -445,6 +446,7 @@ class ScoreJob:
             if gt_path.is_file():
                 gt = np.load(gt_path, allow_pickle=False)
         vid = item.video_id
+        result.reference_frames = reference_frames
         with self._sinks() as sinks:
             sinks.begin(SourceMeta(vid, fps, n_frames, title=f"{vid} ({n_frames} frames, {fps:g} fps)"))
             sinks.scores(vid, 0, frame_scores)
@@ -501,7 +503,23 @@ class ScoreJob:
                 self._extract_all(plans, progress)
         finally:
             progress.close()
-        return self.ledger.flush(finished=True)
+        summary = self.ledger.flush(finished=True)
+        self.write_report()
+        return summary
+
+    def write_report(self) -> Path | None:
+        """``<run>/report.html`` at the end of the job (``output.report``). A report that cannot be
+        made is logged and never fails the job: the scores and events are already written."""
+        if not self.cfg.output.report or self.extract_only:
+            return None
+        from vad.report import write_report
+
+        try:
+            self.report_path = write_report(self.run_dir.root, progress=self.progress).index
+        except Exception as err:  # noqa: BLE001 - the report is a view of outputs that are safe on disk
+            logger.warning("report not written (vad report %s makes it later): %s", self.run_dir.root, err,
+                           exc_info=logger.isEnabledFor(logging.DEBUG))
+        return self.report_path
 
     def _score_frames(self, items: list[VideoItem], progress: JobProgress) -> None:
         """A head that reads raw frames: each video is decoded front to back in this process
@@ -733,7 +751,9 @@ class ScoreJob:
             self.ledger.complete(index, item, *self.score_video(item, features_of))
             bar.update(1)
         bar.close()
-        return self.ledger.flush(finished=True)
+        summary = self.ledger.flush(finished=True)
+        self.write_report()
+        return summary
 
 
 def open_item_source(item: VideoItem, cfg: ScoreConfig, stop: int | None = None,

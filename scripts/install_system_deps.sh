@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# System (Debian) packages for the tests' real RTSP server (tests/rtsp_server.py), which
+# System (Debian) packages the tests need: the real RTSP server (tests/rtsp_server.py), which
 # runs under the *system* Python (/usr/bin/python3) because PyGObject/GStreamer come from
-# Debian, not PyPI. Idempotent: when everything is installed it only runs `dpkg -s`.
+# Debian, not PyPI, and the real browser of the report/dashboard tests (tests/browser.py).
+# Idempotent: when everything is installed it only runs `dpkg -s`.
 #
 #   gir1.2-gst-rtsp-server-1.0  GstRtspServer typelib (pulls libgstrtspserver-1.0-0 and the
 #                               Gst/GstBase typelibs)
@@ -11,6 +12,8 @@
 #                               udpsink/udpsrc (all RTSP media need rtpbin and udp)
 #   gstreamer1.0-plugins-bad    h264parse (videoparsersbad); Debian's libgstrtspserver-1.0-0
 #                               depends on it (and on base/good) anyway
+#   chromium                    the headless browser Playwright drives (executable_path): the
+#                               wheel's `playwright install` cannot download browsers here
 # filesrc is in libgstreamer1.0-0 (pulled in by all of the above).
 # No plugins-ugly/libav: the file's H.264 is served as is, never decoded or re-encoded.
 set -euo pipefail
@@ -21,6 +24,7 @@ PACKAGES=(
     gstreamer1.0-plugins-base
     gstreamer1.0-plugins-good
     gstreamer1.0-plugins-bad
+    chromium
 )
 
 missing=()

@@ -115,6 +115,7 @@ class OutputConfig:
     root: str = "runs"
     plots: bool = True
     ground_truth: str | None = None  # folder of <video_id>.npy frame labels, shaded on plots
+    report: bool = True  # <run>/report.html at the end of the job (vad report makes it later too)
 
 
 @dataclass
@@ -145,8 +146,11 @@ class MonitorConfig:
     post_s: float = 5.0  # ... and end this long after it
     clip_buffer_s: float = 120.0  # recent frames kept for clips (a longer event's clip starts later)
     clip_quality: int = 85  # JPEG quality of buffered frames (snapshots and clip frames)
-    http_host: str = "127.0.0.1"
-    http_port: int | None = None  # /healthz and /metrics; null: no HTTP server
+    http_host: str = "127.0.0.1"  # a non-loopback address requires an access token (see http_token)
+    http_port: int | None = None  # the dashboard at /, its API, /healthz and /metrics; null: no HTTP server
+    # required by every route but a minimal /healthz (Bearer, ?token= or cookie); unset: $VAD_HTTP_TOKEN,
+    # else none on loopback, else a new one written to <out>/http_token (0600)
+    http_token: str | None = None
     health_every_s: float = 5.0  # <out>/health.json rewritten this often
 
 

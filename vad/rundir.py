@@ -13,6 +13,9 @@ Layout of a ``vad score`` run::
     <run>/snapshots/<event>.jpg the live monitor: each event's peak frame (its region drawn)
     <run>/clips/<event>.mp4     the live monitor: each event with its pre/post seconds
     <run>/health.json           the live monitor: last per-camera state (as /healthz)
+    <run>/report.html           the HTML report (`vad report`): summary, videos, events, evaluation
+    <run>/report/               its per-video pages, thumbnails and the one Plotly.js they share
+    <run>/evaluation/           `vad evaluate`'s default output for a run (vad.eval.EvalDir)
 
 Every write is atomic (temporary file + rename), so a killed job never leaves half a file.
 Evaluation and reports read runs only through :class:`RunDir`.
@@ -54,8 +57,13 @@ def read_scores_csv(path: str | Path) -> np.ndarray:
     """Scores of a CSV: the ``score`` column of a headed file (ours, or another tool's), or the
     last column of a file without a header."""
     path = Path(path)
-    with open(path, newline="") as fh:
-        rows = list(csv.reader(fh))
+    text = path.read_text()
+    first, _, body_text = text.partition("\n")
+    if first.strip().lower().split(",")[-1] == "score" and '"' not in text:
+        # our own layout (score last, nothing quoted): numpy parses the column without the csv module
+        lines = body_text.split()
+        return np.array([line[line.rfind(",") + 1:] for line in lines], dtype=np.float64)
+    rows = list(csv.reader(io.StringIO(text, newline="")))
     if not rows:
         raise ValueError(f"{path}: empty score file")
     header = [h.strip().lower() for h in rows[0]]
@@ -140,6 +148,29 @@ class RunDir:
     def health_path(self) -> Path:
         """The live monitor's last per-camera state (also served at /healthz)."""
         return self.root / "health.json"
+
+    @property
+    def report_path(self) -> Path:
+        """The HTML report's index page (``vad report``)."""
+        return self.root / "report.html"
+
+    @property
+    def report_dir(self) -> Path:
+        """The report's per-video pages, thumbnails and shared scripts."""
+        return self.root / "report"
+
+    def report_video_path(self, video_id: str) -> Path:
+        """A video's page of the report."""
+        return self.report_dir / "videos" / f"{self._file_id(video_id)}.html"
+
+    def report_thumb_path(self, event_id: str) -> Path:
+        """An event's thumbnail in the report (its snapshot, or its peak frame, made small)."""
+        return self.report_dir / "thumbs" / f"{self._file_id(event_id)}.jpg"
+
+    @property
+    def evaluation_dir(self) -> Path:
+        """Where ``vad evaluate`` writes by default when its scores are this run."""
+        return self.root / "evaluation"
 
     def relative(self, path: Path) -> str:
         return str(Path(path).relative_to(self.root))
