@@ -30,7 +30,7 @@ assets: $(ASSETS)
 
 demo: setup
 	$(VENV)/bin/vad score --out $(DEMO_OUT)
-	@echo "Scores: $(DEMO_OUT)/scores/  events: $(DEMO_OUT)/events.jsonl  plot: $(DEMO_OUT)/plots/  summary: $(DEMO_OUT)/summary.json"
+	@echo "Report: $(DEMO_OUT)/report.html  scores: $(DEMO_OUT)/scores/  events: $(DEMO_OUT)/events.jsonl  plot: $(DEMO_OUT)/plots/  summary: $(DEMO_OUT)/summary.json"
 
 # Debian packages for the tests' real RTSP server (system Python + GStreamer).
 sysdeps:

@@ -22,23 +22,26 @@ source) the scorer's temporal state is reset: the open event ends at the last fr
 gap, the snippet buffer and smoothing start afresh; the fitted head stays. Shutdown (SIGTERM,
 SIGINT, :meth:`Monitor.stop`) ends open events, writes their snapshots and clips with what was
 buffered, flushes the event log and returns.
+
+With ``monitor.http_port``, :class:`pipelines.dashboard.Dashboard` serves the live dashboard at
+``/``, its JSON API and event stream, ``/healthz`` and ``/metrics`` (routes and the token rule:
+that module's docstring).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
 
+from pipelines.dashboard import Dashboard, EventFeed, resolve_token
 from vad.config import ScoreConfig, to_dict
 from vad.events import EventRules, EventUpdate
 from vad.explain import EventExplainer
@@ -143,6 +146,13 @@ class _FrameRing:
     def between(self, t0: float, t1: float) -> list[tuple[float, bytes]]:
         return [(w, j) for _, w, j in self._items if t0 <= w <= t1]
 
+    def latest(self) -> bytes | None:
+        """The newest frame's JPEG (read by the dashboard's threads while the scorer adds)."""
+        try:
+            return self._items[-1][2]
+        except IndexError:
+            return None
+
 
 def decode_jpeg(jpg: bytes, rgb: bool = True) -> np.ndarray:
     """A buffered JPEG frame as an image array (RGB, or OpenCV's BGR)."""
@@ -226,6 +236,9 @@ class CameraMonitor:
         self._arrivals: deque[tuple[int, float]] = deque(maxlen=4096)  # (frame, wall) awaiting a score
         #: recent frame-arrival-to-score latencies (s), every scored frame (benchmarks read them)
         self.latencies: deque[float] = deque(maxlen=100_000)
+        #: (wall time, score) of the last scored frames: the dashboard's sparkline
+        self._history: deque[tuple[float, float]] = deque(maxlen=600)
+        self._history_lock = threading.Lock()
         self._log = logging.getLogger(f"{__name__}.{camera.name}")
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -255,6 +268,11 @@ class CameraMonitor:
                 "reconnects": s.reconnects, "failures": s.failures, "stalls": s.stalls, "discontinuities": s.discontinuities,
                 "last_score": self.last_score, "events": self.events_ended, "last_error": self.error or s.last_error,
                 "size": list(s.size) if s.size else None, "queue_depth": len(self.source.queue)}
+
+    def score_history(self) -> list[tuple[float, float]]:
+        """The last scored frames' (wall time, score), oldest first (at most 600)."""
+        with self._history_lock:
+            return list(self._history)
 
     def update_metrics(self) -> None:
         if self.metrics is None:
@@ -374,13 +392,19 @@ class CameraMonitor:
         self.frames_scored += n
         self.last_score = float(step.frame_scores[-1])
         last = step.first_frame + n
+        walls: dict[int, float] = {}
         while self._arrivals and self._arrivals[0][0] < last:
             idx, wall = self._arrivals.popleft()
             if idx >= step.first_frame:
+                walls[idx] = wall
                 lat = max(0.0, now - wall)
                 self.latencies.append(lat)
                 if self.metrics is not None:
                     self.metrics.latency.labels(self.camera.name).observe(lat)
+        # a frame's score is plotted at its arrival (a snippet head answers 16 frames at once)
+        points = [(walls.get(step.first_frame + k, now), float(v)) for k, v in enumerate(step.frame_scores)]
+        with self._history_lock:
+            self._history.extend(points)
 
     def _handle(self, updates: list[EventUpdate]) -> None:
         for u in updates:
@@ -443,32 +467,6 @@ class CameraMonitor:
         self._log.info("event %s %s (peak %.2f)", u.kind, u.event.event_id, u.event.peak_score)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    monitor: Monitor
-
-    def do_GET(self) -> None:  # noqa: N802 - the http.server API
-        if self.path.startswith("/healthz"):
-            body = json.dumps(self.monitor.health()).encode()
-            ctype = "application/json"
-            code = 200 if all(c["state"] in ("live", "learning") for c in self.monitor.health()["cameras"].values()) \
-                else 503
-        elif self.path.startswith("/metrics"):
-            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-            self.monitor.update_metrics()
-            body, ctype, code = generate_latest(self.monitor.metrics.registry), CONTENT_TYPE_LATEST, 200
-        else:
-            body, ctype, code = b"not found\n", "text/plain", 404
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, fmt: str, *args: Any) -> None:
-        logger.debug("http: " + fmt, *args)
-
-
 class Monitor:
     """Several cameras in one process; one event log, one metrics registry, one HTTP server."""
 
@@ -486,7 +484,9 @@ class Monitor:
         self.run = RunDir(out)
         self.run.create()
         self.metrics = MonitorMetrics()
-        self.sinks = SinkSet([EventLogSink(self.run.events_path, kinds=("new", "update", "end"))])
+        #: the records of events.jsonl, numbered, for the dashboard's feed and stream
+        self.feed = EventFeed()
+        self.sinks = SinkSet([EventLogSink(self.run.events_path, kinds=("new", "update", "end")), self.feed])
         self._lock = threading.Lock()
         self.explain_pool = None
         if explainer is not None:
@@ -501,13 +501,13 @@ class Monitor:
                                                                 explainer.offline)
             self.cameras.append(CameraMonitor(cam, cfg, self.run, self.sinks, self._lock, head, self.metrics,
                                               embed=embed, spec=spec, explainer=own, explain_pool=self.explain_pool))
-        self.http: ThreadingHTTPServer | None = None
+        self.dashboard: Dashboard | None = None
         self._stopped = threading.Event()
         self._last_health = 0.0
 
     @property
     def http_port(self) -> int | None:
-        return None if self.http is None else self.http.server_address[1]
+        return None if self.dashboard is None else self.dashboard.port
 
     def health(self) -> dict[str, Any]:
         return {"cameras": {c.camera.name: c.health() for c in self.cameras}, "time": time.time()}
@@ -517,15 +517,20 @@ class Monitor:
             c.update_metrics()
 
     def start(self) -> None:
+        m = self.cfg.monitor
+        if m.http_port is not None:  # bound first: a port in use stops the monitor before any camera
+            try:
+                token = resolve_token(m.http_host, m.http_token, self.run)
+            except ValueError as err:
+                raise MonitorError(str(err)) from None
+            try:
+                self.dashboard = Dashboard(self, m.http_host, m.http_port, token)
+            except OSError as err:
+                raise MonitorError(f"cannot serve HTTP on {m.http_host}:{m.http_port}: {err}") from None
         for c in self.cameras:
             c.start()
-        m = self.cfg.monitor
-        if m.http_port is not None:
-            handler = type("Handler", (_Handler,), {"monitor": self})
-            self.http = ThreadingHTTPServer((m.http_host, m.http_port), handler)
-            self.http.daemon_threads = True
-            threading.Thread(target=self.http.serve_forever, name="http", daemon=True).start()
-            logger.info("health on http://%s:%d/healthz, metrics on /metrics", m.http_host, self.http_port)
+        if self.dashboard is not None:
+            self.dashboard.start()
 
     def wait(self, until: Callable[[], bool] | None = None) -> None:
         """Block until :meth:`stop` (or ``until()`` is true), writing health.json as it goes."""
@@ -553,9 +558,8 @@ class Monitor:
             c.stop()
         if self.explain_pool is not None:
             self.explain_pool.shutdown(wait=True)  # the last events' explanations, then their records
-        if self.http is not None:
-            self.http.shutdown()
-            self.http.server_close()
+        if self.dashboard is not None:
+            self.dashboard.stop()  # after the last records: the event streams deliver them, then end
         self._write_health(0.0)
         self.sinks.close()
 
@@ -634,7 +638,10 @@ def run_monitor(cfg: ScoreConfig, cameras: Sequence[Camera], out: str | Path, *,
     out = Path(out)
     run = RunDir(out)
     run.create()
-    run.write_config(to_dict(cfg))
+    config = to_dict(cfg)
+    if config["monitor"].get("http_token"):
+        config["monitor"]["http_token"] = "***"  # a secret: never in the run's files
+    run.write_config(config)
     monitor = Monitor(cameras, cfg, out, build_heads(cfg, out), build_explainer_for(cfg, out))
     stop = threading.Event()
 
@@ -647,9 +654,10 @@ def run_monitor(cfg: ScoreConfig, cameras: Sequence[Camera], out: str | Path, *,
     try:
         monitor.start()
         names = ", ".join(c.name for c in cameras)
+        # the port is the text after the last ":" (tests and scripts parse it)
+        web = monitor.dashboard
         print(f"monitoring {len(cameras)} camera(s): {names}; outputs: {out}"
-              + (f"; http://{cfg.monitor.http_host}:{monitor.http_port}/healthz" if monitor.http_port else ""),
-              flush=True)
+              + (f"; {web.url('/healthz')}, dashboard {web.url('/')}" if web is not None else ""), flush=True)
         monitor.wait(lambda: stop.is_set() or (t_end is not None and time.time() >= t_end))
     finally:
         monitor.stop()

@@ -218,7 +218,7 @@ def test_extract_fills_the_cache_that_score_then_uses(tmp_path, random_i3d):
     assert run_cli([str(videos / "cam1.mkv"), "--out", str(run), *small_args(random_i3d, tmp_path)]) == 0
     (rec,) = json.loads((run / "summary.json").read_text())["videos"]
     assert rec["cache_hit"] and rec["status"] == "ok"
-    assert main(["extract", "--no-progress", str(videos), "--no-resume", "--set", "cache.enabled=false"]) == 1
+    assert main(["extract", "--no-progress", str(videos), "--out", str(tmp_path / "y"), "--no-resume", "--set", "cache.enabled=false"]) == 1
 
 
 def test_an_executor_failure_fails_the_videos_not_the_job(tmp_path, random_i3d, monkeypatch):

@@ -196,9 +196,7 @@
     for (const other of eventsEl.children) {
       if (other !== el && Number(other.dataset.start) < start) { before = other; break; }
     }
-    if (el.parentNode !== eventsEl || el.nextSibling !== before) {
-      if (before !== el) eventsEl.insertBefore(el, before);
-    }
+    if (el.parentNode !== eventsEl || el.nextElementSibling !== before) eventsEl.insertBefore(el, before);
     while (eventsEl.children.length > MAX_EVENTS) {
       const last = eventsEl.lastElementChild;
       events.delete(last.dataset.eventId);

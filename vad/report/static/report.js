@@ -16,7 +16,7 @@
     for (const c of children) if (c !== null && c !== undefined) e.append(c);
     return e;
   }
-  const fmt = (x, d = 3) => (x === null || x === undefined) ? "" : (typeof x === "number" ? (Number.isInteger(x) ? String(x) : x.toFixed(d)) : String(x));
+  const fmt = (x, d = 3) => (x === null || x === undefined) ? "" : (typeof x === "number" ? (Number.isInteger(x) && d === 3 ? String(x) : x.toFixed(d)) : String(x));
 
   function kv(table, pairs) {
     if (!table) return;
@@ -66,7 +66,7 @@
       const body = el("tbody");
       for (const r of rs.slice(page * PAGE, (page + 1) * PAGE)) {
         const tr = el("tr", {"data-id": r.id, class: r.status ? "status-" + r.status : null});
-        for (const c of columns) tr.append(el("td", {class: c.cls || null}, c.render ? c.render(r) : fmt(r[c.key])));
+        for (const c of columns) tr.append(el("td", {class: c.cls || null}, c.render ? c.render(r) : fmt(r[c.key], c.digits)));
         body.append(tr);
       }
       t.tBodies[0].replaceWith(body);
@@ -117,7 +117,7 @@
   const eventColumns = [
     {key: "thumb", label: "", sortable: false, render: thumbCell},
     {key: "video_id", label: "video", render: r => r.video_href ? el("a", {href: r.video_href, text: r.video_id}) : r.video_id},
-    {key: "start_s", label: "start (s)", num: true}, {key: "duration_s", label: "length (s)", num: true},
+    {key: "start_s", label: "start (s)", num: true, digits: 2}, {key: "duration_s", label: "length (s)", num: true, digits: 2},
     {key: "peak_score", label: "peak", num: true}, {key: "mean_score", label: "mean", num: true},
     {key: "explanation", label: "explanation", render: explanationCell, cls: "wide"},
     {key: "clip", label: "", sortable: false, render: linksCell},
@@ -152,7 +152,8 @@
     const shapes = [];
     if (c.reference) shapes.push(rect(c.reference[0], c.reference[1], "rgba(110,110,110,0.18)", "reference part", true));
     c.gt.forEach((g, i) => shapes.push(rect(g[0], g[1], "rgba(255,150,0,0.30)", "ground truth", i === 0, [0, 0.5])));
-    c.events.forEach((e, i) => shapes.push(rect(e[0], e[1], "rgba(220,30,40,0.22)", "event", i === 0, [0.5, 1])));
+    // with ground truth, events take the upper half and the truth the lower, so both stay visible
+    c.events.forEach((e, i) => shapes.push(rect(e[0], e[1], "rgba(220,30,40,0.22)", "event", i === 0, c.gt.length ? [0.5, 1] : null)));
     if (c.threshold !== null && c.threshold !== undefined)
       shapes.push({type: "line", xref: "paper", x0: 0, x1: 1, y0: c.threshold, y1: c.threshold, name: "threshold",
                    showlegend: true, line: {color: "#c00", dash: "dash", width: 1}});
@@ -198,7 +199,7 @@
     table("videos-table", [
       {key: "id", label: "video", render: r => r.href ? el("a", {href: r.href, text: r.id}) : r.id},
       {key: "status", label: "status", render: r => el("span", {class: "badge " + r.status, text: r.status})},
-      {key: "duration_s", label: "length (s)", num: true}, {key: "n_frames", label: "frames", num: true},
+      {key: "duration_s", label: "length (s)", num: true, digits: 1}, {key: "n_frames", label: "frames", num: true},
       {key: "n_events", label: "events", num: true}, {key: "max_score", label: "max score", num: true},
       {key: "mean_score", label: "mean score", num: true}, {key: "auc", label: "AUC", num: true},
       {key: "error", label: "error / missing", cls: "wide", render: r => [r.error, ...(r.missing || [])].filter(Boolean).join("; ")},
@@ -216,7 +217,7 @@
     } else if (scored.length) {  // a few: one bar each, highest first
       const rs = scored.slice().sort((a, b) => b.max_score - a.max_score);
       const shapes = hasT ? [{type: "line", xref: "paper", x0: 0, x1: 1, y0: s.threshold, y1: s.threshold, line: {color: "#c00", dash: "dash"}}] : [];
-      withPlotly(() => Plotly.newPlot(hist, [{x: rs.map(v => v.id), y: rs.map(v => v.max_score), type: "bar", marker: {color: rs.map(v => hasT && v.max_score >= s.threshold ? "#c62828" : "#1f5fa8")}}],
+      withPlotly(() => Plotly.newPlot(hist, [{x: rs.map(v => v.id), y: rs.map(v => v.max_score), type: "bar", width: rs.length < 4 ? 0.3 : undefined, marker: {color: rs.map(v => hasT && v.max_score >= s.threshold ? "#c62828" : "#1f5fa8")}}],
         Object.assign({}, BASE, {height: 240, shapes, xaxis: {type: "category"}, yaxis: {title: {text: "max score"}}}), CONFIG));
     } else hist.append(el("p", {class: "muted", text: "no scores"}));
     const ev = data.evaluation;
