@@ -251,3 +251,27 @@ def write_h264(path: str | os.PathLike[str], frames: np.ndarray, fps: int, *, fm
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+PLANTED_SIZE = (384, 288)
+
+
+def planted_walkway_footage(d: Path) -> dict[str, Path]:
+    """From vtest.avi (10 fps) at 384×288: 20 s of normal reference footage (``reference``), and
+    the same 20 s with a facade-textured block planted on the walkway from 8 s to 16 s
+    (``camera``; a looping stream repeats it every 20 s). Skips/fails without the sample."""
+    import cv2
+
+    from tests.videos import require_sample
+    from vad.io import open_video
+
+    sample = require_sample("vtest.avi")
+    with open_video(sample) as r:
+        frames = r.read(0, 200)
+    small = np.stack([cv2.resize(f, PLANTED_SIZE, interpolation=cv2.INTER_AREA) for f in frames])
+    write_h264(d / "reference.mp4", small, 10)
+    planted = small.copy()
+    block = cv2.resize(small[0, 10:50, 150:290], (80, 45), interpolation=cv2.INTER_CUBIC)  # the facade
+    planted[80:160, 85:130, 120:200] = block
+    write_h264(d / "camera.mp4", planted, 10)
+    return {"reference": d / "reference.mp4", "camera": d / "camera.mp4"}

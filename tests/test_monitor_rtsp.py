@@ -13,41 +13,30 @@ from pathlib import Path
 
 import av
 import cv2
-import numpy as np
 import pytest
 
 from pipelines.cli import default_score_configs
 from pipelines.monitor import Camera, Monitor, build_heads
-from tests.rtsp import RTSPServer, free_port, rtsp_available, write_h264
-from tests.videos import require_sample, skip_or_fail
+from tests.rtsp import PLANTED_SIZE as SIZE
+from tests.rtsp import RTSPServer, free_port
 from vad.config import ScoreConfig, load_config
-from vad.io import open_video
 
 pytestmark = pytest.mark.slow
 
 FAST = {"open_timeout_s": 4.0, "read_timeout_s": 2.0, "stall_timeout_s": 2.0, "backoff_initial_s": 0.3,
         "backoff_max_s": 1.0, "healthy_after_s": 1.0, "analysis_fps": 10}
-SIZE = (384, 288)
 
 
 @pytest.fixture(scope="module")
 def footage(tmp_path_factory) -> dict[str, Path]:
-    """From vtest.avi (10 fps): 20 s of normal reference footage, and the same 20 s with a
-    facade-textured block planted on the walkway from 8 s to 16 s (the stream loops at 20 s)."""
+    """tests/rtsp.py's planted walkway: normal reference footage, and the block from 8 s to 16 s."""
+    from tests.rtsp import planted_walkway_footage, rtsp_available
+    from tests.videos import skip_or_fail
+
     reason = rtsp_available()
     if reason:
         skip_or_fail(reason)
-    sample = require_sample("vtest.avi")
-    d = tmp_path_factory.mktemp("footage")
-    with open_video(sample) as r:
-        frames = r.read(0, 200)
-    small = np.stack([cv2.resize(f, SIZE, interpolation=cv2.INTER_AREA) for f in frames])
-    write_h264(d / "reference.mp4", small, 10)
-    planted = small.copy()
-    block = cv2.resize(small[0, 10:50, 150:290], (80, 45), interpolation=cv2.INTER_CUBIC)  # the facade
-    planted[80:160, 85:130, 120:200] = block
-    write_h264(d / "camera.mp4", planted, 10)
-    return {"reference": d / "reference.mp4", "camera": d / "camera.mp4"}
+    return planted_walkway_footage(tmp_path_factory.mktemp("footage"))
 
 
 def _cfg(reference: Path, **monitor: object) -> ScoreConfig:
