@@ -268,3 +268,25 @@ def test_large_and_incomplete_reports_in_a_browser(scored_run, tmp_path):
         assert page.locator(".event-card .explanation").first.is_visible()
         page.screenshot(path=str(artifact_dir() / "report_video_page.png"), full_page=True)
         assert not errors, errors
+
+
+def test_a_monitor_output_is_reported_by_camera_with_one_row_per_event(tmp_path):
+    run = RunDir(tmp_path / "mon")
+    run.create()
+    run.write_config({"events": {"threshold": 1.5}})
+    base = {"video_id": "door", "event_id": "door:20", "start_frame": 20, "start_s": 2.0, "peak_frame": 25,
+            "mean_score": 3.0}
+    records = [{**base, "update": "new", "end_frame": 30, "end_s": 3.1, "peak_score": 3.0},
+               {**base, "update": "update", "end_frame": 40, "end_s": 4.1, "peak_score": 5.0},
+               {**base, "update": "end", "end_frame": 50, "end_s": 5.1, "peak_score": 5.0, "clip": "clips/door_20.mp4"}]
+    run.events_path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    run.health_path.write_text(json.dumps({"cameras": {"door": {"state": "stopped", "frames_scored": 101}}}))
+    view = collect_run(run.root)
+    assert not view.notes  # a monitor has no summary.json, and that is not a defect
+    (cam,) = view.videos
+    assert cam.status == "camera" and len(cam.events) == 1
+    assert cam.events[0]["update"] == "end" and cam.events[0]["end_frame"] == 50  # the last record wins
+    write_report(run.root)
+    data = embedded_data(run.report_path)
+    assert data["cameras"]["door"]["frames_scored"] == 101
+    assert data["events"][0]["clip"] == {"href": "clips/door_20.mp4", "label": "clip"}

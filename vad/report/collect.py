@@ -30,7 +30,7 @@ class VideoView:
 
     video_id: str
     video: str | None
-    status: str  # ok | error | unfinished (no record yet: the job stopped before it)
+    status: str  # ok | error | unfinished (no record yet: the job stopped before it) | camera (live)
     error: str | None = None
     n_frames: int | None = None
     fps: float | None = None
@@ -120,7 +120,7 @@ def _entries(run: RunDir, notes: list[str]) -> tuple[dict[str, Any], list[dict[s
             summary = run.read_summary()
         except (OSError, ValueError) as err:
             notes.append(f"summary.json is unreadable ({err}): videos are listed from their records")
-    else:
+    elif not run.health_path.is_file():  # a live monitor's output has no summary, only health.json
         notes.append("no summary.json: the job stopped before its first summary; videos are listed from "
                      "their records and score files")
     if summary and not summary.get("finished", True):
@@ -220,9 +220,11 @@ def collect_run(root: str | Path, evaluation: str | Path | None = None) -> RunVi
             if v.n_frames is None and v.scores is not None:
                 v.n_frames = len(v.scores)
         videos.append(v)
+    live = run.health_path.is_file() and not summary
     for vid, evs in events.items():  # a live camera, or a video whose entry is gone
-        videos.append(VideoView(video_id=vid, video=None, status="ok", events=evs,
-                                missing=["no scores (a live camera, or the video's entry is missing)"]))
+        videos.append(VideoView(video_id=vid, video=None, status="camera" if live else "ok", events=evs,
+                                missing=["a live camera: its scores are not kept"] if live else
+                                ["no scores: the video's entry is missing from summary.json and records"]))
     cameras = None
     if run.health_path.is_file():
         try:

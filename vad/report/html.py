@@ -313,7 +313,7 @@ def _index_body(view: RunView, data: dict[str, Any]) -> str:
     parts += [
         "<section id=\"videos\"><h2>Videos</h2><div class=\"toolbar\"><input type=\"search\" id=\"videos-filter\" "
         "placeholder=\"filter videos (name, status, error)\"><select id=\"videos-status\"><option value=\"\">any status"
-        "</option><option>ok</option><option>error</option><option>unfinished</option></select>"
+        "</option><option>ok</option><option>error</option><option>unfinished</option><option>camera</option></select>"
         "<span class=\"count\" id=\"videos-count\"></span></div>"
         "<table class=\"grid sortable\" id=\"videos-table\"><thead></thead><tbody></tbody></table>"
         "<div class=\"pager\" id=\"videos-pager\"></div></section>",

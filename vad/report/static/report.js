@@ -193,7 +193,7 @@
     kv(document.getElementById("settings"), [["head", s.head], ["reference footage", s.reference], ["extractor", s.extractor],
       ["event threshold", s.threshold], ["minimum event (s)", s.min_duration_s], ["merge gap (s)", s.merge_gap_s],
       ["explanations", s.explain ? "on" : "off"], ["executor", data.summary.executor],
-      ["finished", data.summary.finished === undefined ? "unknown" : String(data.summary.finished)],
+      ["finished", data.summary.finished === undefined || data.summary.finished === null ? "unknown" : String(data.summary.finished)],
       ["video time (s)", data.summary.video_s],
       ["stages (s)", data.summary.stages_s ? Object.entries(data.summary.stages_s).map(([k, v]) => `${k.replace(/_s$/, "")} ${fmt(v, 2)}`).join(" · ") : null]]);
     table("videos-table", [
