@@ -241,18 +241,10 @@ def bench_device(cfg: CTD2GANConfig, base_width: int, device: torch.device, args
 
 
 def machine() -> dict[str, Any]:
-    cpu, flags = "", ""
-    try:  # the first core's entries stand for all (one CPU model per machine here)
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and not cpu:
-                cpu = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = value
-    except OSError:  # not Linux
-        pass
-    cpu = cpu or platform.processor() or "unknown"
-    return {"cpu_model": cpu, "avx512f": "avx512f" in flags.split(), "torch": torch.__version__,
+    from vad.utils import cpu_info
+
+    info = cpu_info()
+    return {"cpu_model": info["cpu_model"], "avx512f": info["avx512f"], "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 

@@ -54,13 +54,9 @@ def rss_mb() -> float:
 
 
 def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+    from vad.utils import cpu_info
+
+    return str(cpu_info()["cpu_model"])
 
 
 def write_stream_video(path: Path, seconds: float, seed: int) -> Path:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import sys
 import tempfile
@@ -30,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vad.report import ReportOptions, write_report  # noqa: E402
 from vad.rundir import RunDir, RunRecord  # noqa: E402
+from vad.utils import cpu_info  # noqa: E402
 from vad.viz import plot_scores  # noqa: E402
 
 
@@ -128,7 +128,7 @@ def main() -> int:
         plot_scores(root / "baseline_plots" / f"{v['video_id']}.png", run.read_scores(v["video_id"]), v["fps"],
                     title=v["video_id"], threshold=1.5)
     png_per_video = (time.perf_counter() - t) / max(1, len(ok))
-    fig = {"machine": platform.processor() or platform.machine(), "videos": args.videos, "frames": args.frames,
+    fig = {"machine": cpu_info(), "videos": args.videos, "frames": args.frames,
            "events": res.n_events, "pages": res.n_pages, "synthetic_run_s": round(made_s, 2),
            "report_s": round(report_s, 3), "report_per_video_ms": round(1000 * report_s / args.videos, 2),
            "png_plot_per_video_ms": round(1000 * png_per_video, 2),
