@@ -147,11 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Seeded, resumable training. MIL/GS-MoE: model selection on a validation split "
                         "carved from the training list (never the test set). ctd2gan: --normal footage only; its "
                         "held-out end calibrates the scores.")
-    tr.add_argument("--head", choices=["mil", "gsmoe", "ctd2gan"], help="head to train (default: from the config, mil)")
+    tr.add_argument("--head", choices=["mil", "gsmoe", "rtfm", "ctd2gan"],
+                    help="head to train: mil, gsmoe, rtfm (whole-video, not for live streams) on snippet "
+                    "features, or ctd2gan on frames (default: from the config, mil)")
     tr.add_argument("--normal", nargs="+", metavar="PATH", help="ctd2gan: normal footage (videos, folders, frame "
                     "folders as in UCSD Ped2 / Avenue / ShanghaiTech, list files)")
     tr.add_argument("--features", help="folder the list's feature paths are re-anchored to (basenames kept)")
-    tr.add_argument("--train-list", help="mil/gsmoe: list of training feature files (one .npy per line, crops adjacent)")
+    tr.add_argument("--train-list", help="mil/gsmoe/rtfm: list of training feature files (one .npy per line, crops adjacent)")
     tr.add_argument("--val-list", help="validation list (default: carve train.val_fraction from the training list)")
     tr.add_argument("--val-gt", help="folder of <video_id>.npy frame labels for the validation videos (frame AUC)")
     tr.add_argument("--dataset", help="naming conventions of the lists (ucf_crime, xd_violence, shanghaitech)")
@@ -479,7 +481,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return cmd_train_frames(args)
     if not args.train_list:
         setup_logging(args.verbose)
-        logger.error("--train-list is required for mil/gsmoe (--normal is for --head ctd2gan)")
+        logger.error("--train-list is required for mil/gsmoe/rtfm (--normal is for --head ctd2gan)")
         return EXIT_JOB_ERROR
     overrides = list(args.overrides)
     head = args.head

@@ -1,4 +1,4 @@
-"""``vad train``: fit a weakly-supervised head (MIL, GS-MoE) on snippet features.
+"""``vad train``: fit a weakly-supervised head (MIL, GS-MoE, RTFM) on snippet features.
 
 Out directory::
 
@@ -12,10 +12,18 @@ Out directory::
 Model selection uses a validation split carved from the *training* list (stratified by video
 label), never the test set. With only video-level labels the validation metric is the video-level
 ROC AUC of each video's top-k snippet score; with ``--val-gt`` (frame labels) it is frame AUC.
+
+Subnormal floats: on a CPU, weights that a penalty shrinks towards zero become subnormal after
+a thousand-odd steps (MIL's L2 on its 1024-d input layer: a fifth of the weights after 2,000
+steps), and every operation on them takes a slow path. With ``train.flush_denormal`` (default
+on) a run flushes them to zero (``torch.set_flush_denormal``) from before its first step to its
+end, fresh or resumed alike, so a resumed run still computes what an uninterrupted one does;
+the process's previous mode is restored afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -50,6 +58,24 @@ logger = logging.getLogger(__name__)
 
 class TrainError(RuntimeError):
     """Training cannot start or continue (bad data, bad configuration, incompatible resume)."""
+
+
+def flushing_denormals() -> bool:
+    """Whether this thread flushes subnormal floats to zero now (torch has no getter: probe it)."""
+    return float(torch.tensor([2e-38], dtype=torch.float32) * 0.25) == 0.0  # 5e-39 is subnormal
+
+
+@contextlib.contextmanager
+def denormals_flushed(on: bool = True):
+    """Flush subnormal floats to zero inside the block (where the CPU can), then restore."""
+    before = flushing_denormals()
+    if on and not before and not torch.set_flush_denormal(True):
+        logger.debug("this CPU cannot flush subnormal floats to zero")
+    try:
+        yield
+    finally:
+        if on and not before:
+            torch.set_flush_denormal(False)
 
 
 def _video_score(snippet_scores: np.ndarray, ratio: float = 1 / 16) -> float:
@@ -166,8 +192,9 @@ class Trainer:
     def _batch(self) -> FeatureBatch:
         half = self.cfg.train.batch_size // 2
         n_seg = self.head.config.n_segments
+        pooling = getattr(self.head, "segment_pooling", {})  # how this core's training segments are pooled
         chosen = self._draw("anomalies", half) + self._draw("normals", half)
-        feats = np.stack([self.store.segments(v, self._crop_index(v), n_seg) for v in chosen])
+        feats = np.stack([self.store.segments(v, self._crop_index(v), n_seg, **pooling) for v in chosen])
         return FeatureBatch(
             features=torch.from_numpy(feats),
             mask=torch.ones(feats.shape[:2], dtype=torch.bool),
@@ -238,6 +265,10 @@ class Trainer:
         return t.steps_per_epoch or max(1, math.ceil(len(self.anomalies) / (t.batch_size // 2)))
 
     def run(self) -> dict[str, Any]:
+        with denormals_flushed(self.cfg.train.flush_denormal):
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         t = self.cfg.train
         if t.threads:
             torch.set_num_threads(t.threads)
@@ -252,6 +283,8 @@ class Trainer:
         while self.epoch < t.epochs:
             started = time.perf_counter()
             self.head.train()
+            if hasattr(self.head, "set_epoch"):  # a core whose loss changes with the epoch (GS-MoE's TGS warm-up)
+                self.head.set_epoch(self.epoch)
             parts_sum: dict[str, float] = {}
             n_steps = self.steps_per_epoch()
             for _ in range(n_steps):
@@ -306,4 +339,5 @@ class Trainer:
 
     def _head_extra(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "val_metric": self.best["metric"], "dim": self.dim,
-                "classes": self.class_names, "input_normalization": "l2"}
+                "classes": self.class_names,
+                "input_normalization": getattr(self.head, "input_normalization", "l2")}

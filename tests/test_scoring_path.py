@@ -248,6 +248,7 @@ def _example_heads() -> dict[str, object]:
     ref = ReferenceFeatureHead(extractor="i3d").fit(rng.normal(size=(2, 12, 16)).astype(np.float32))
     mil = TrainedHead(build_module("mil", {"input_dim": 16, "hidden": [8, 4]}), extractor="i3d")
     gs = TrainedHead(build_module("gsmoe", {"input_dim": 16, "n_classes": 2, "hidden": 8, "expert_hidden": 4}))
+    rtfm = TrainedHead(build_module("rtfm", {"input_dim": 16, "branch_dim": 4, "hidden": [8, 4]}), extractor="i3d")
     cfg = CTD2GANConfig(size=16, past_frames=2, width=4, depth=1, heads=2, disc_width=4, disc_depth=1)
     frames = FramePredictionHead(ConvTransformerGenerator(cfg), scale=0.01, train_size=(24, 20))
     normal = rng.integers(0, 255, size=(40, 20, 24, 3), dtype=np.uint8)
@@ -257,7 +258,7 @@ def _example_heads() -> dict[str, object]:
     rcfg = RulerConfig(snippet=4, min_reference_snippets=2)
     ruler = AnomalyRulerHead(rcfg).fit_frames([[normal]])
     eventvad = EventVADHead(rcfg).fit_frames([[normal]])
-    return {"reference": ref, "mil": mil, "gsmoe": gs, "ctd2gan": frames, "scene": scene, "anomalyruler": ruler,
+    return {"reference": ref, "mil": mil, "gsmoe": gs, "rtfm": rtfm, "ctd2gan": frames, "scene": scene, "anomalyruler": ruler,
             "eventvad": eventvad}
 
 

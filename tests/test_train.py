@@ -62,14 +62,22 @@ def train(out: Path, train_list: Path, head: str, *extra: str) -> int:
                  "--set", "train.batch_size=16", "--set", "train.lr=0.001", *extra])
 
 
-@pytest.mark.parametrize("head", ["mil", "gsmoe"])
+# Heads small enough for 32-d features (RTFM's widths would be 8 and (8, 2) at D = 32).
+SMALL = {"mil": [], "gsmoe": ["--set", "head.params.hidden=64", "--set", "head.params.expert_hidden=16"],
+         "rtfm": ["--set", "head.params.branch_dim=16", "--set", "head.params.hidden=[32,16]"]}
+
+
+@pytest.mark.parametrize("head", ["mil", "gsmoe", "rtfm"])
 def test_train_score_evaluate_end_to_end(tmp_path, dataset, head):
     train_list, test_list, gt_dir = dataset
     out = tmp_path / head
-    small = ["--set", "head.params.hidden=64", "--set", "head.params.expert_hidden=16"] if head == "gsmoe" else []
-    assert train(out, train_list, head, "--set", "train.epochs=12", *small) == 0
+    assert train(out, train_list, head, "--set", "train.epochs=12", *SMALL[head]) == 0
     meta = json.loads((out / "head.json").read_text())
-    assert meta["type"] == head and meta["dim"] == DIM and meta["input_normalization"] == "l2"
+    assert meta["type"] == head and meta["dim"] == DIM
+    # RTFM learns from feature magnitudes: raw inputs, raw training segments, and no streaming.
+    assert meta["input_normalization"] == ("none" if head == "rtfm" else "l2")
+    if head != "gsmoe":
+        assert (meta["causal"], meta["lookahead"]) == {"mil": (True, 0), "rtfm": (False, -1)}[head]
     records = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == list(range(1, 13)) and "val_video_auc" in records[-1]
     summary = json.loads((out / "summary.json").read_text())
@@ -85,14 +93,15 @@ def test_train_score_evaluate_end_to_end(tmp_path, dataset, head):
     assert metrics["n_videos"] == 40 and metrics["auc"] >= 0.9, metrics["auc"]
 
 
-def test_training_is_reproducible_and_resume_matches(tmp_path, dataset):
+@pytest.mark.parametrize("head", ["mil", "rtfm"])  # rtfm: dropout-thinned top-k and BatchNorm statistics too
+def test_training_is_reproducible_and_resume_matches(tmp_path, dataset, head):
     train_list = dataset[0]
-    common = ("--set", "train.val_fraction=0", "--set", "train.steps_per_epoch=3")
-    assert train(tmp_path / "a", train_list, "mil", "--set", "train.epochs=4", *common) == 0
-    assert train(tmp_path / "b", train_list, "mil", "--set", "train.epochs=4", *common) == 0
+    common = ("--set", "train.val_fraction=0", "--set", "train.steps_per_epoch=3", *SMALL[head])
+    assert train(tmp_path / "a", train_list, head, "--set", "train.epochs=4", *common) == 0
+    assert train(tmp_path / "b", train_list, head, "--set", "train.epochs=4", *common) == 0
     # interrupted after 2 epochs, then resumed to 4
-    assert train(tmp_path / "c", train_list, "mil", "--set", "train.epochs=2", *common) == 0
-    assert train(tmp_path / "c", train_list, "mil", "--set", "train.epochs=4", "--resume", *common) == 0
+    assert train(tmp_path / "c", train_list, head, "--set", "train.epochs=2", *common) == 0
+    assert train(tmp_path / "c", train_list, head, "--set", "train.epochs=4", "--resume", *common) == 0
 
     def last_weights(d: Path) -> dict[str, np.ndarray]:
         ptr = json.loads((d / "checkpoints" / "last.json").read_text())
@@ -142,3 +151,28 @@ def test_bad_feature_files_are_named_and_leave_no_checkpoint(tmp_path, dataset):
         assert code == 1, name
         assert any(expected in m for m in messages), (name, messages)
         assert not (out / "head.json").exists() and not (out / "checkpoints").exists(), name
+
+
+def test_training_flushes_subnormals_only_while_it_runs(tmp_path, dataset, monkeypatch):
+    """Subnormal floats are flushed to zero during a run (they slow CPU training down) and the
+    process's mode is restored afterwards; ``train.flush_denormal=false`` leaves it alone."""
+    from pipelines.train import Trainer, denormals_flushed, flushing_denormals
+
+    assert not flushing_denormals()
+    seen = []
+    real = Trainer.validate
+
+    def spy(self):
+        seen.append(flushing_denormals())
+        return real(self)
+
+    monkeypatch.setattr(Trainer, "validate", spy)
+    common = ("--set", "train.epochs=1", "--set", "train.steps_per_epoch=1")
+    assert train(tmp_path / "on", dataset[0], "mil", *common) == 0
+    assert train(tmp_path / "off", dataset[0], "mil", *common, "--set", "train.flush_denormal=false") == 0
+    assert seen == [True, False] and not flushing_denormals()
+    with denormals_flushed():
+        with denormals_flushed():  # nested: the inner block leaves the outer one's mode on
+            pass
+        assert flushing_denormals()
+    assert not flushing_denormals()

@@ -192,7 +192,7 @@ class ScoreConfig:
 class TrainHeadConfig:
     """Which trainable head, and its own parameters (checked by the head's config class)."""
 
-    name: str = "mil"  # mil | gsmoe
+    name: str = "mil"  # mil | gsmoe | rtfm
     params: dict[str, Any] = field(default_factory=dict)
 
 
@@ -214,6 +214,7 @@ class TrainLoopConfig:
     n_clusters: int = 8  # with classes: cluster
     keep_checkpoints: int = 2
     patience: int | None = None  # stop after this many epochs without a better validation score
+    flush_denormal: bool = True  # flush subnormal floats to zero during training (CPU speed; see pipelines/train.py)
 
 
 @dataclass

@@ -135,7 +135,7 @@ class FeatureStore:
     dim: int | None = None
     cache_raw: bool = False
     _raw: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
-    _segments: dict[tuple[str, int, int], np.ndarray] = field(default_factory=dict)
+    _segments: dict[tuple[str, int, int, bool, bool], np.ndarray] = field(default_factory=dict)
 
     def crop(self, video: FeatureVideo, crop: int) -> np.ndarray:
         key = (video.video_id, crop)
@@ -148,13 +148,16 @@ class FeatureStore:
             self._raw[key] = arr
         return arr
 
-    def segments(self, video: FeatureVideo, crop: int, n_segments: int) -> np.ndarray:
-        """(n_segments, dim) mean-pooled, L2-normalised segments of one crop (cached)."""
+    def segments(self, video: FeatureVideo, crop: int, n_segments: int, *, normalize: bool = True,
+                 overlap: bool = True) -> np.ndarray:
+        """(n_segments, dim) mean-pooled segments of one crop (cached); L2-normalised unless
+        ``normalize=False``; see :func:`vad.heads.modules.segment_features`."""
         from vad.heads.modules import segment_features
 
-        key = (video.video_id, crop, n_segments)
+        key = (video.video_id, crop, n_segments, bool(normalize), bool(overlap))
         if key not in self._segments:
-            self._segments[key] = segment_features(self.crop(video, crop), n_segments)
+            self._segments[key] = segment_features(self.crop(video, crop), n_segments,
+                                                   normalize=normalize, overlap=overlap)
         return self._segments[key]
 
     def all_crops(self, video: FeatureVideo) -> np.ndarray:

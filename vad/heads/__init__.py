@@ -6,7 +6,8 @@
 * :mod:`vad.heads.scene`: the label-free default: per-region speed and static-appearance
   channels calibrated on the camera's normal footage (frames in).
 * :mod:`vad.heads.reference`: the label-free per-camera reference head on features (numpy core + head).
-* :mod:`vad.heads.modules`, :mod:`vad.heads.mil`, :mod:`vad.heads.gsmoe`: trainable torch cores;
+* :mod:`vad.heads.modules`, :mod:`vad.heads.mil`, :mod:`vad.heads.gsmoe`, :mod:`vad.heads.rtfm`:
+  trainable torch cores;
   :mod:`vad.heads.trained`: the head contract around a trained core.
 """
 
@@ -17,6 +18,7 @@ from vad.heads.mil import MILConfig, MILHead, mil_ranking_loss
 from vad.heads.modules import FeatureBatch, build_module, load_module, save_module, segment_features
 from vad.heads.reference import ReferenceFeatureHead, ReferenceHead, ReferenceHeadConfig, SelfReference, ledoit_wolf
 from vad.heads.registry import HEAD_TYPES, load_head
+from vad.heads.rtfm import RTFMConfig, RTFMHead, rtfm_loss
 from vad.heads.scene import SceneConfig, SceneHead
 from vad.heads.trained import TrainedHead, score_snippets
 
@@ -32,6 +34,8 @@ __all__ = [
     "HeadScores",
     "MILConfig",
     "MILHead",
+    "RTFMConfig",
+    "RTFMHead",
     "ReferenceFeatureHead",
     "ReferenceHead",
     "ReferenceHeadConfig",
@@ -48,6 +52,7 @@ __all__ = [
     "load_head",
     "load_module",
     "mil_ranking_loss",
+    "rtfm_loss",
     "save_module",
     "score_snippets",
     "segment_features",

@@ -1,52 +1,53 @@
-"""GS-MoE head: class experts, a gate, and a temporal Gaussian splatting loss.
+"""GS-MoE head: a temporal backbone, class experts, a gate that scores, and a temporal Gaussian
+splatting loss.
 
 After D'Amicantonio, Majhi et al., "Mixture of Experts Guided by Gaussian Splatters Matters: A
 new Approach to Weakly-Supervised Video Anomaly Detection" (ICCV 2025, arXiv 2508.06318). The
-authors' code was not available and only the paper's abstract could be read here, so the
-abstract's three ideas are the spec and every detail below is our choice:
+authors' code and the paper's method section could not be read here; the design follows what
+could be established (README "Training" lists the sources): GS-MoE is built on UR-DMU's
+backbone (global + local temporal attention over the video, a class-agnostic anomaly score,
+"task-aware" features); one expert per anomaly class, trained on that class's videos against
+normal ones; a gate *network* that produces the final score from the experts' scores and the
+backbone's features (better than a soft mixture in the paper's ablation); temporal Gaussian
+splatting (TGS): Gaussians fitted to the prominent peaks of an anomalous video's score curve
+form a dense pseudo-label, trained with BCE beside top-k MIL.
 
-1. *Class experts.* One expert per anomaly class, each a weakly supervised scorer of its class
-   against normal video.
-2. *A gate* that fuses the experts' scores.
-3. *Temporal Gaussian splatting (TGS)*: Gaussians placed at the peaks of a video's score curve
-   form a soft snippet-level target, trained with BCE next to top-k MIL.
+Architecture (one ``nn.Module``):
 
-Architecture (one ``nn.Module``; it scores each snippet, so inference runs on a whole video):
+* Input: L2-normalised snippets (``input_normalization: l2``, the default; ``none`` keeps raw
+  features as UR-DMU does). Training sequences are ``n_segments`` mean-pooled segments.
+* Backbone: Linear(D, hidden) -> GELU -> dropout, a residual kernel-3 convolution over time
+  (local context) and LayerNorm, then ``layers`` pre-norm transformer layers (``heads``
+  heads, global self-attention over the valid snippets: padding is masked out of every
+  attention). ``layers: 0`` leaves a streamable encoder (one snippet of look-ahead);
+  ``layers >= 1`` needs the whole video (not causal, like RTFM). The backbone's own score
+  head, Linear -> GELU -> Linear -> sigmoid, is the class-agnostic anomaly score.
+* C experts on the backbone features: Linear(hidden, expert_hidden) -> GELU -> dropout ->
+  Linear(expert_hidden, 1) -> sigmoid, all C in one matmul. Expert c learns class c + 1 vs
+  normal.
+* Gate (``gate: scorer``, the default): an MLP on [backbone features, the C expert scores, the
+  backbone score] -> sigmoid: the final score. It can fall back on the class-agnostic path
+  when no expert knows a snippet. ``gate: softmax`` is the earlier soft mixture
+  ``sum_c softmax(g)_c * s_c`` (kept for ablations and saved heads), with an optional
+  cross-entropy of the video-mean gate logits against the class (``lambda_gate``; no source in
+  the paper, off by default).
 
-* Inputs are L2-normalised (training sequences are normalised segments from
-  ``segment_features``; inference sees raw snippets, which must live on the same sphere).
-* Shared temporal encoder: Linear(D, hidden) -> GELU -> dropout, then a residual 1-D
-  convolution over time (kernel 3, GELU) and LayerNorm. Padded positions are zeroed before the
-  convolution, so padding is exactly the convolution's own zero border and never changes a
-  valid snippet's score.
-* C experts: Linear(hidden, expert_hidden) -> GELU -> dropout -> Linear(expert_hidden, 1) ->
-  sigmoid, all C computed in one matmul. Expert c is trained on class c + 1 vs normal.
-* Gate: Linear(hidden, expert_hidden) -> GELU -> Linear(expert_hidden, C), softmax over the
-  experts, **per snippet**: a video may mix activities, and no whole-video statistic is needed
-  (on a live stream the encoder's kernel-3 convolution still needs one snippet of lookahead:
-  scoring snippets one at a time without it gives different scores). Fused score
-  ``s = sum_c g_c * s_c`` stays in [0, 1].
+Loss = ``mil + lambda_backbone * backbone + lambda_expert * expert + lambda_gate * gate +
+lambda_tgs * tgs``:
 
-Loss = ``mil + lambda_expert * expert + lambda_gate * gate + lambda_tgs * tgs``:
-
-* ``mil``: top-k MIL BCE of the fused score for every video; the video score is the mean of
-  its k highest valid snippet scores, ``k = max(1, ceil(T_valid * topk_ratio))``.
-* ``expert``: for expert c, the same top-k BCE over normal videos (target 0) and anomalous
-  videos of class c + 1 (target 1); other anomalous videos and those with unknown class
-  (cls = -1) are left out. Positives and negatives are weighted equally (a batch holds many more
-  normal videos than videos of one class), and only experts with at least one positive video in
-  the batch contribute; the mean over those experts is the term.
-* ``gate``: cross-entropy between the gate logits averaged over a video's valid snippets and
-  its class, for anomalous videos with a known class (cls >= 1).
-* ``tgs``: see ``gaussian_splat_targets``: on the *detached* fused curve of each anomalous
-  video, every snippet that is the maximum of its +-``tgs_window`` neighbourhood (ties count,
-  so a plateau is all peaks) and reaches ``tgs_peak_threshold`` x the curve's maximum gets a
-  Gaussian centred on it, amplitude = its score, sigma = max(``tgs_min_sigma``, the
-  score-weighted standard deviation of the positions in its window). The target is the
-  element-wise **max** of the Gaussians (a clipped sum would saturate at 1 on every plateau
-  and inflate long anomalies; the max never exceeds the peak it came from, so a flat curve
-  is its own target). Normal videos' target is all zeros. BCE is averaged over each video's
-  valid snippets, then over videos.
+* ``mil``: top-k BCE of the final score for every video: video score = the mean of its k highest
+  valid snippet scores, ``k = max(1, ceil(T_valid * topk_ratio))``.
+* ``backbone``: the same top-k BCE, and its TGS term, on the backbone score (scorer gate only).
+* ``expert``: for expert c, top-k BCE over normal videos (target 0) and anomalous videos of class
+  c + 1 (target 1), positives and negatives weighted equally; the mean over the experts with a
+  positive in the batch.
+* ``tgs`` (:func:`gaussian_splat_targets`), from epoch ``tgs_warmup_epochs`` on (a random
+  curve's peaks say nothing): on the *detached* final (and backbone) curve of each anomalous
+  video, the peaks of prominence >= ``tgs_prominence`` (scipy's ``find_peaks``); each gives a
+  height-1 Gaussian centred on it with sigma from its width at half prominence
+  (FWHM / 2.355, at least ``tgs_min_sigma``); the pseudo-label is their sum clipped to [0, 1];
+  BCE against it over the video's valid snippets. A curve with no prominent peak gives no
+  target; normal videos' target is all zeros.
 
 For data without class labels, ``cluster_classes`` derives pseudo-classes by k-means on the
 anomalous videos' mean features; use its ids as ``cls`` and ``n_classes = n_clusters``.
@@ -79,6 +80,7 @@ __all__ = [
 ]
 
 _EPS = 1e-6
+_FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 
 @dataclass
@@ -87,37 +89,49 @@ class GSMoEConfig:
     n_classes: int = 13  # experts; UCF-Crime has 13 anomaly classes
     hidden: int = 512
     expert_hidden: int = 128
+    layers: int = 0  # global self-attention layers (0: local only, streamable; >= 1 sees the whole video)
+    heads: int = 4
+    gate: str = "scorer"  # scorer: an MLP gives the final score | softmax: soft mixture of the experts
     dropout: float = 0.3
     n_segments: int = 64  # training sequence length the trainer builds with segment_features
+    input_normalization: str = "l2"  # l2 | none
     topk_ratio: float = 1 / 16
+    lambda_backbone: float = 1.0
     lambda_expert: float = 1.0
-    lambda_gate: float = 1.0
+    lambda_gate: float = 0.0  # softmax gate only: video-mean gate logits vs the class
     lambda_tgs: float = 1.0
-    tgs_window: int = 5
+    tgs_prominence: float = 0.2
     tgs_min_sigma: float = 1.0
-    tgs_peak_threshold: float = 0.5  # relative to the curve's maximum
+    tgs_warmup_epochs: int = 1
     class_names: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.class_names = [str(c) for c in self.class_names]
-        if min(self.input_dim, self.n_classes, self.hidden, self.expert_hidden, self.n_segments) < 1:
-            raise ValueError("input_dim, n_classes, hidden, expert_hidden and n_segments must be >= 1")
+        if min(self.input_dim, self.n_classes, self.hidden, self.expert_hidden, self.n_segments, self.heads) < 1:
+            raise ValueError("input_dim, n_classes, hidden, expert_hidden, heads and n_segments must be >= 1")
+        if self.layers < 0 or (self.layers and self.hidden % self.heads):
+            raise ValueError(f"layers must be >= 0 and hidden ({self.hidden}) a multiple of heads ({self.heads})")
+        if self.gate not in ("scorer", "softmax"):
+            raise ValueError(f"gate must be scorer or softmax, got {self.gate!r}")
+        if self.input_normalization not in ("l2", "none"):
+            raise ValueError(f"input_normalization must be l2 or none, got {self.input_normalization!r}")
         if self.class_names and len(self.class_names) != self.n_classes:
             raise ValueError(f"{len(self.class_names)} class_names for {self.n_classes} classes")
         if not 0.0 < self.topk_ratio <= 1.0:
             raise ValueError(f"topk_ratio must be in (0, 1], got {self.topk_ratio}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if min(self.lambda_expert, self.lambda_gate, self.lambda_tgs) < 0:
+        if min(self.lambda_backbone, self.lambda_expert, self.lambda_gate, self.lambda_tgs) < 0:
             raise ValueError("loss weights must be >= 0")
-        if self.tgs_window < 1 or self.tgs_min_sigma <= 0 or not 0.0 <= self.tgs_peak_threshold <= 1.0:
-            raise ValueError("need tgs_window >= 1, tgs_min_sigma > 0 and tgs_peak_threshold in [0, 1]")
+        if self.tgs_min_sigma <= 0 or not 0.0 <= self.tgs_prominence <= 1.0 or self.tgs_warmup_epochs < 0:
+            raise ValueError("need tgs_min_sigma > 0, tgs_prominence in [0, 1] and tgs_warmup_epochs >= 0")
 
 
 class GSMoEOutput(NamedTuple):
-    score: torch.Tensor  # (B, T) fused score, 0 at padding
+    score: torch.Tensor  # (B, T) final score, 0 at padding
     expert_scores: torch.Tensor  # (B, T, C) each expert's score
-    gate_logits: torch.Tensor  # (B, T, C) before the softmax
+    gate_logits: torch.Tensor  # (B, T, C) softmax gate: before the softmax; scorer gate: empty (B, T, 0)
+    backbone_score: torch.Tensor  # (B, T) the class-agnostic score (scorer gate; = score for softmax)
 
 
 def _n_top(n_valid: torch.Tensor, ratio: float) -> torch.Tensor:
@@ -143,63 +157,57 @@ def _bce(p: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy(p.clamp(_EPS, 1 - _EPS), target, reduction="none")
 
 
-def gaussian_splat_targets(
-    scores: torch.Tensor, window: int = 5, min_sigma: float = 1.0, peak_threshold: float = 0.5
-) -> torch.Tensor:
-    """Soft snippet target (T,) from one video's score curve (T,) (valid snippets only).
+def gaussian_splat_targets(scores: torch.Tensor | np.ndarray, prominence: float = 0.2,
+                           min_sigma: float = 1.0) -> np.ndarray | None:
+    """Dense pseudo-label (T,) from one video's score curve (T,) (valid snippets only), or None
+    when the curve has no peak of ``prominence``.
 
-    Peaks: ``s[t] == max(s[t-window : t+window+1])`` and ``s[t] >= peak_threshold * max(s)`` and
-    ``s[t] > 0``. Each peak p adds ``s[p] * exp(-(t - p)^2 / (2 sigma_p^2))`` with
-    ``sigma_p = max(min_sigma, std)``, std being the standard deviation of the positions in
-    p's window (clipped to the video) weighted by their scores. Target = element-wise max.
+    Peaks and their widths at half prominence come from ``scipy.signal.find_peaks`` /
+    ``peak_widths`` (a plateau is one peak, at its middle; a curve's ends are never peaks). Each
+    peak p adds ``exp(-(t - p)^2 / (2 sigma_p^2))`` with ``sigma_p = max(min_sigma, width_p /
+    2.355)``; the label is the sum clipped to [0, 1].
     """
-    s = scores.detach().float().reshape(-1)
-    t_len = s.numel()
-    if t_len == 0 or float(s.max()) <= 0.0:
-        return torch.zeros_like(s)
-    w = int(window)
-    local_max = F.max_pool1d(s.view(1, 1, -1), 2 * w + 1, stride=1, padding=w).view(-1)
-    peaks = torch.nonzero((s >= local_max) & (s >= peak_threshold * s.max()) & (s > 0)).squeeze(1)
-    # Score-weighted spread of positions around each peak; zero padding = clipping to the video.
-    win = F.pad(s, (w, w)).unfold(0, 2 * w + 1, 1)[peaks]  # (P, 2w+1)
-    offsets = torch.arange(-w, w + 1, dtype=s.dtype, device=s.device)
-    mass = win.sum(1)
-    mean = (win * offsets).sum(1) / mass
-    var = (win * (offsets - mean[:, None]) ** 2).sum(1) / mass
-    sigma = var.clamp(min=0).sqrt().clamp(min=min_sigma)
-    pos = torch.arange(t_len, dtype=s.dtype, device=s.device)
-    bumps = s[peaks, None] * torch.exp(-((pos[None, :] - peaks[:, None].to(s.dtype)) ** 2) / (2 * sigma[:, None] ** 2))
-    return bumps.amax(0).to(scores.dtype)
+    from scipy.signal import find_peaks, peak_widths
+
+    s = scores.detach().double().cpu().numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores, np.float64)
+    s = s.reshape(-1)
+    if s.size < 3:
+        return None
+    peaks, _ = find_peaks(s, prominence=prominence)
+    if not len(peaks):
+        return None
+    widths = peak_widths(s, peaks, rel_height=0.5)[0]
+    sigma = np.maximum(min_sigma, widths / _FWHM_PER_SIGMA)
+    pos = np.arange(s.size, dtype=np.float64)
+    bumps = np.exp(-((pos[None, :] - peaks[:, None]) ** 2) / (2.0 * sigma[:, None] ** 2))
+    return np.clip(bumps.sum(0), 0.0, 1.0)
 
 
-def tgs_loss(
-    scores: torch.Tensor,
-    mask: torch.Tensor | None,
-    labels: torch.Tensor,
-    window: int = 5,
-    min_sigma: float = 1.0,
-    peak_threshold: float = 0.5,
-) -> torch.Tensor:
-    """BCE between scores (B, T) and their Gaussian splat targets (anomalous videos) or zeros
-    (normal videos), averaged over each video's valid snippets, then over videos."""
+def tgs_loss(scores: torch.Tensor, mask: torch.Tensor | None, labels: torch.Tensor, prominence: float = 0.2,
+             min_sigma: float = 1.0) -> torch.Tensor:
+    """BCE between scores (B, T) and their Gaussian splat pseudo-labels (anomalous videos with a
+    prominent peak) or zeros (normal videos), averaged over each video's valid snippets, then
+    over the videos that have a target."""
     mask = torch.ones_like(scores, dtype=torch.bool) if mask is None else mask.bool()
     target = torch.zeros_like(scores)
-    with torch.no_grad():  # targets come from the detached curve; the loop touches no graph
+    use = (labels <= 0.5) & mask.any(1)
+    with torch.no_grad():  # targets come from the detached curve
         for b in torch.nonzero(labels > 0.5).squeeze(1).tolist():
             if bool(mask[b].any()):
-                target[b, mask[b]] = gaussian_splat_targets(scores[b][mask[b]], window, min_sigma, peak_threshold)
-    m = mask.to(scores.dtype)
-    n_valid = m.sum(1)
-    per_video = (_bce(scores, target) * m).sum(1) / n_valid.clamp(min=1)
-    has_valid = n_valid > 0
-    if not bool(has_valid.any()):
+                t = gaussian_splat_targets(scores[b][mask[b]], prominence, min_sigma)
+                if t is not None:
+                    target[b, mask[b]] = torch.from_numpy(t).to(scores.dtype)
+                    use[b] = True
+    if not bool(use.any()):
         return scores.sum() * 0.0
-    return per_video[has_valid].mean()
+    m = mask.to(scores.dtype)
+    per_video = (_bce(scores, target) * m).sum(1) / m.sum(1).clamp(min=1)
+    return per_video[use].mean()
 
 
 @register_module("gsmoe", GSMoEConfig)
 class GSMoEHead(nn.Module):
-    """Class experts over a shared temporal encoder, fused by a per-snippet gate."""
+    """A temporal backbone, class experts, and a gate that gives the final score."""
 
     def __init__(self, config: GSMoEConfig | None = None) -> None:
         super().__init__()
@@ -210,23 +218,52 @@ class GSMoEHead(nn.Module):
         self.temporal = nn.Conv1d(h, h, kernel_size=3, padding=1)
         self.norm = nn.LayerNorm(h)
         self.drop = nn.Dropout(cfg.dropout)
+        self.attention = nn.ModuleList(
+            nn.TransformerEncoderLayer(h, cfg.heads, dim_feedforward=2 * h, dropout=cfg.dropout, activation="gelu",
+                                       batch_first=True, norm_first=True)
+            for _ in range(cfg.layers))
         # All experts' hidden layers in one Linear; their output layers as a (C, eh) weight.
         self.expert_in = nn.Linear(h, c * eh)
         self.expert_out_w = nn.Parameter(torch.empty(c, eh).uniform_(-1 / math.sqrt(eh), 1 / math.sqrt(eh)))
         self.expert_out_b = nn.Parameter(torch.zeros(c))
-        self.gate = nn.Sequential(nn.Linear(h, eh), nn.GELU(), nn.Linear(eh, c))
+        if cfg.gate == "softmax":
+            self.gate = nn.Sequential(nn.Linear(h, eh), nn.GELU(), nn.Linear(eh, c))
+        else:
+            self.backbone_head = nn.Sequential(nn.Linear(h, eh), nn.GELU(), nn.Linear(eh, 1))
+            self.gate = nn.Sequential(nn.Linear(h + c + 1, eh), nn.GELU(), nn.Linear(eh, 1))
+        self.epoch = 0  # set by the trainer (set_epoch): TGS starts after its warm-up
+
+    # the trainer reads these: how training segments are pooled, what the input goes through
+    @property
+    def segment_pooling(self) -> dict[str, bool]:
+        return {"normalize": self.config.input_normalization == "l2"}
+
+    @property
+    def input_normalization(self) -> str:
+        return self.config.input_normalization
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
 
     @property
     def context(self) -> tuple[int, int]:
-        """Snippets a score depends on: the temporal convolution's half-width on each side."""
+        """Snippets a score depends on: the convolution's half-width, or the whole video (-1)."""
+        if self.config.layers:
+            return (-1, -1)
         half = self.temporal.kernel_size[0] // 2
         return (half, half)
 
     def encode(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = F.normalize(features.float(), dim=-1)
-        h = self.drop(F.gelu(self.proj(x))) * mask.unsqueeze(-1)  # padding never reaches the conv
+        x = features.float()
+        if self.config.input_normalization == "l2":
+            x = F.normalize(x, dim=-1)
+        valid = mask.unsqueeze(-1)
+        h = self.drop(F.gelu(self.proj(x))) * valid  # padding never reaches the conv
         h = h + F.gelu(self.temporal(h.transpose(1, 2)).transpose(1, 2))
-        return self.norm(h)
+        h = self.norm(h)
+        for layer in self.attention:
+            h = layer(h, src_key_padding_mask=~mask) * valid
+        return h
 
     def components(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> GSMoEOutput:
         b, t, _ = features.shape
@@ -234,12 +271,17 @@ class GSMoEHead(nn.Module):
         z = self.encode(features, mask)
         e = self.drop(F.gelu(self.expert_in(z))).view(b, t, self.config.n_classes, -1)
         expert_scores = torch.sigmoid((e * self.expert_out_w).sum(-1) + self.expert_out_b)
-        gate_logits = self.gate(z)
-        fused = (gate_logits.softmax(-1) * expert_scores).sum(-1).masked_fill(~mask, 0.0)
-        return GSMoEOutput(fused, expert_scores, gate_logits)
+        if self.config.gate == "softmax":
+            gate_logits = self.gate(z)
+            fused = (gate_logits.softmax(-1) * expert_scores).sum(-1).masked_fill(~mask, 0.0)
+            return GSMoEOutput(fused, expert_scores, gate_logits, fused)
+        backbone = torch.sigmoid(self.backbone_head(z)).squeeze(-1)
+        final = torch.sigmoid(self.gate(torch.cat([z, expert_scores, backbone.unsqueeze(-1)], -1))).squeeze(-1)
+        return GSMoEOutput(final.masked_fill(~mask, 0.0), expert_scores, z.new_zeros(b, t, 0),
+                           backbone.masked_fill(~mask, 0.0))
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """features (B, T, D) -> fused scores (B, T) in [0, 1]; padded positions score 0."""
+        """features (B, T, D) -> final scores (B, T) in [0, 1]; padded positions score 0."""
         return self.components(features, mask).score
 
     def loss(self, batch: FeatureBatch) -> tuple[torch.Tensor, dict[str, float]]:
@@ -248,6 +290,7 @@ class GSMoEHead(nn.Module):
         if int(cls.max()) > cfg.n_classes:
             raise ValueError(f"class id {int(cls.max())} but the head has {cfg.n_classes} experts")
         out = self.components(batch.features, mask)
+        zero = out.score.sum() * 0.0
 
         mil = _bce(topk_mean(out.score, mask, cfg.topk_ratio), label).mean()
 
@@ -264,20 +307,28 @@ class GSMoEHead(nn.Module):
                 neg = _bce(expert_video[normal, c], torch.zeros_like(expert_video[normal, c])).mean()
                 term = 0.5 * (term + neg)
             expert_terms.append(term)
-        expert = torch.stack(expert_terms).mean() if expert_terms else out.score.sum() * 0.0
+        expert = torch.stack(expert_terms).mean() if expert_terms else zero
 
+        gate = zero
         known = (label > 0.5) & (cls >= 1)
-        if bool(known.any()):
+        if cfg.gate == "softmax" and cfg.lambda_gate > 0 and bool(known.any()):
             m = mask.unsqueeze(-1).to(out.gate_logits.dtype)
             video_logits = (out.gate_logits * m).sum(1) / m.sum(1).clamp(min=1)
             gate = F.cross_entropy(video_logits[known], cls[known] - 1)
-        else:
-            gate = out.score.sum() * 0.0
 
-        tgs = tgs_loss(out.score, mask, label, cfg.tgs_window, cfg.tgs_min_sigma, cfg.tgs_peak_threshold)
+        tgs_on = cfg.lambda_tgs > 0 and self.epoch >= cfg.tgs_warmup_epochs
+        tgs = tgs_loss(out.score, mask, label, cfg.tgs_prominence, cfg.tgs_min_sigma) if tgs_on else zero
 
-        total = mil + cfg.lambda_expert * expert + cfg.lambda_gate * gate + cfg.lambda_tgs * tgs
-        parts = {"mil": mil, "expert": expert, "gate": gate, "tgs": tgs, "loss": total}
+        backbone = zero
+        if cfg.gate == "scorer":
+            backbone = _bce(topk_mean(out.backbone_score, mask, cfg.topk_ratio), label).mean()
+            if tgs_on:
+                backbone = backbone + cfg.lambda_tgs * tgs_loss(out.backbone_score, mask, label,
+                                                                cfg.tgs_prominence, cfg.tgs_min_sigma)
+
+        total = (mil + cfg.lambda_backbone * backbone + cfg.lambda_expert * expert + cfg.lambda_gate * gate
+                 + cfg.lambda_tgs * tgs)
+        parts = {"mil": mil, "backbone": backbone, "expert": expert, "gate": gate, "tgs": tgs, "loss": total}
         return total, {k: float(v.detach()) for k, v in parts.items()}
 
 

@@ -7,8 +7,13 @@ A trainable core is a plain ``nn.Module`` with
 * ``forward(features, mask=None) -> scores``: features (B, T, D) float, mask (B, T) bool
   (True = a real snippet; padding is False), scores (B, T) in [0, 1];
 * ``context``: ``(left, right)`` snippets a score depends on (a temporal convolution of
-  kernel 3 is ``(1, 1)``; a per-snippet MLP ``(0, 0)``), used for streaming;
-* ``loss(batch: FeatureBatch) -> (loss tensor, {part name: float})``.
+  kernel 3 is ``(1, 1)``; a per-snippet MLP ``(0, 0)``; ``-1``: the whole video, e.g. a
+  non-local block), used for streaming;
+* ``loss(batch: FeatureBatch) -> (loss tensor, {part name: float})``;
+* optionally ``segment_pooling``: keyword arguments of :func:`segment_features` the trainer
+  builds its training segments with (default: overlapping, L2-normalised segments), and
+  ``input_normalization``: what the core does to its input (``"l2"`` or ``"none"``), noted in
+  ``head.json``.
 
 Cores are registered in ``MODULES`` by name. ``save_module``/``load_module`` write and read
 ``<dir>/head.safetensors`` + ``<dir>/head.json`` in the schema of :mod:`vad.heads.base` (no
@@ -48,10 +53,18 @@ class FeatureBatch:
         return FeatureBatch(*(t.to(device) for t in (self.features, self.mask, self.label, self.cls)))
 
 
-def segment_features(features: np.ndarray, n_segments: int) -> np.ndarray:
+def segment_features(features: np.ndarray, n_segments: int, *, normalize: bool = True,
+                     overlap: bool = True) -> np.ndarray:
     """(T, D) snippet features -> (n_segments, D): each segment is the mean of the snippets whose
     index falls in its share of the video (Sultani et al.'s 32-segment bags). Videos shorter than
-    ``n_segments`` repeat snippets. Segments are L2-normalised, as in the paper."""
+    ``n_segments`` repeat snippets.
+
+    With edges ``e = linspace(0, T, n_segments + 1)``, segment i averages snippets
+    ``floor(e[i]) .. ceil(e[i+1]) - 1`` when ``overlap`` (a snippet cut by an edge counts in both
+    neighbours), else ``floor(e[i]) .. floor(e[i+1]) - 1`` (disjoint, as RTFM's release pools);
+    a segment that covers no whole snippet takes snippet ``floor(e[i])``. ``normalize``:
+    L2-normalise each segment, as in the MIL paper (RTFM keeps the raw mean: its loss works on
+    feature magnitudes)."""
     features = np.asarray(features, dtype=np.float32)
     t = len(features)
     if t == 0:
@@ -59,9 +72,12 @@ def segment_features(features: np.ndarray, n_segments: int) -> np.ndarray:
     edges = np.linspace(0, t, n_segments + 1)
     out = np.empty((n_segments, features.shape[1]), dtype=np.float32)
     for i in range(n_segments):
-        a, b = int(np.floor(edges[i])), int(np.ceil(edges[i + 1]))
+        a = int(np.floor(edges[i]))
+        b = int(np.ceil(edges[i + 1])) if overlap else int(np.floor(edges[i + 1]))
         b = max(b, a + 1)
         out[i] = features[min(a, t - 1):min(b, t)].mean(axis=0)
+    if not normalize:
+        return out
     norm = np.linalg.norm(out, axis=1, keepdims=True)
     return out / np.maximum(norm, 1e-12)
 
@@ -93,7 +109,7 @@ def build_module(name: str, config: dict[str, Any] | None = None) -> nn.Module:
 
 
 def module_context(module: nn.Module) -> tuple[int, int]:
-    """``(left, right)`` snippets of context a core's score depends on."""
+    """``(left, right)`` snippets of context a core's score depends on (-1: the whole video)."""
     left, right = getattr(module, "context", (0, 0))
     return int(left), int(right)
 

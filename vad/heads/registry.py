@@ -18,6 +18,7 @@ HEAD_TYPES: dict[str, type[Head]] = {
     "reference": ReferenceFeatureHead,
     "mil": TrainedHead,
     "gsmoe": TrainedHead,
+    "rtfm": TrainedHead,
     "ctd2gan": FramePredictionHead,
     "scene": SceneHead,
 }

@@ -1,9 +1,10 @@
-"""The head contract around a trained torch core (MIL ranking, GS-MoE).
+"""The head contract around a trained torch core (MIL ranking, GS-MoE, RTFM).
 
 Batch scoring runs the core over the whole video at once; streaming runs it over a sliding
 window of ``left + 1 + right`` snippets (the core's ``context``), so a snippet's streamed score
 sees exactly the neighbours its batch score sees, including the zero padding at the two ends
-of the video: the scores agree to float rounding.
+of the video: the scores agree to float rounding. A core whose scores depend on the whole video
+(``context`` -1, RTFM's non-local block) is not causal and has no streaming scorer.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from vad.heads.base import Head, HeadError, HeadInput, HeadScores, StreamingScor
 from vad.heads.gsmoe import GSMoEHead
 from vad.heads.mil import MILHead
 from vad.heads.modules import load_module, module_context, save_module
+from vad.heads.rtfm import RTFMHead
 
 __all__ = ["TrainedHead", "score_snippets"]
 
 #: The trainable cores (importing them registers them with vad.heads.modules).
-CORES = (MILHead, GSMoEHead)
+CORES = (MILHead, GSMoEHead, RTFMHead)
 
 # head.json keys that belong to the schema, not to the training run's own notes
 _SCHEMA_KEYS = {"format", "version", "type", "consumes", "causal", "lookahead", "needs_fit", "config"}
@@ -33,7 +35,8 @@ _SCHEMA_KEYS = {"format", "version", "type", "consumes", "causal", "lookahead", 
 @torch.inference_mode()
 def score_snippets(module: nn.Module, features: np.ndarray, device: str | torch.device = "cpu") -> np.ndarray:
     """Snippet scores (S,) of a trained core for features (n_crops, S, D), averaged over crops."""
-    # Cores L2-normalise their input themselves (training segments are normalised too).
+    # Cores normalise their input themselves where they need it (MIL, GS-MoE: L2, as their
+    # training segments are; RTFM takes raw features, as its training segments are raw means).
     x = torch.from_numpy(np.asarray(features, dtype=np.float32)).to(device)
     module.eval()
     return module(x).float().mean(dim=0).cpu().numpy()
@@ -73,6 +76,10 @@ class TrainedHead(Head):
         return HeadScores(score_snippets(self.module, units, self.device))
 
     def stream(self, timing: UnitTiming, n_units: int | None = None) -> StreamingScorer:
+        if self.lookahead < 0:
+            raise HeadError(f"the {self.type_name} head scores whole videos (each score depends on every "
+                            "snippet of the video), so it has no streaming scorer; for live cameras use a "
+                            "causal head (mil, or the default)")
         return _WindowScorer(self)
 
     def save(self, directory: str | Path) -> Path:

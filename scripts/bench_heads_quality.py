@@ -1,0 +1,228 @@
+#!/usr/bin/env python
+"""Detection quality of the weakly-supervised heads side by side (``bench_heads.py --quality``).
+
+Four synthetic UCF-Crime-like feature sets of the same kind as the side-by-side run of issue 15
+(1024-d snippets, L2-normalised; one signature direction per anomaly class added inside one
+contiguous interval of each anomalous video; video names in UCF-Crime's form so the 13 classes
+reach the class experts):
+
+* ``planted``     13 classes, 32-256 snippets, the interval 10-35 % of the video;
+* ``multiclass``  the same, with the classes' signature strengths spread 0.45x-1.5x (some subtle);
+* ``short``       the interval 2-5 % of the video (at least 2 snippets), 64-320 snippets;
+* ``long-normal`` normal videos 4x longer (256-1024 snippets) than the anomalous ones.
+
+Each set has ``--train`` training videos (half anomalous) and ``--test`` test videos of the same
+task (same base pattern and signatures, new videos). Every head trains with its shipped
+``configs/train/<head>.yaml`` (what ``vad train --head`` uses), once per ``--seeds`` training
+seed, and is **selected on validation data only**: the trainer's validation split carved from the
+training list, scored by frame AUC against its frame labels (``--val-gt``). The selected model is
+scored on the test set: pooled frame ROC AUC and AP (each snippet's score repeated over its 16
+frames, as ``vad evaluate``), reported as mean +- sd over seeds, with seconds per epoch.
+
+    .venv/bin/python scripts/bench_heads.py --quality --json runs/bench_quality.json
+    .venv/bin/python scripts/bench_heads.py --quality --sets planted --seeds 1 --heads mil   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pipelines.cli import default_train_configs  # noqa: E402
+from pipelines.train import Trainer  # noqa: E402
+from vad.config import TrainConfig, load_config  # noqa: E402
+from vad.data.features import load_crop  # noqa: E402
+from vad.eval import average_precision_step, roc_auc  # noqa: E402
+from vad.heads.modules import load_module  # noqa: E402
+from vad.heads.trained import score_snippets  # noqa: E402
+from vad.utils import cpu_info  # noqa: E402
+
+UCF_CLASSES = ["Abuse", "Arrest", "Arson", "Assault", "Burglary", "Explosion", "Fighting", "RoadAccidents",
+               "Robbery", "Shooting", "Shoplifting", "Stealing", "Vandalism"]
+SETS = {
+    "planted": {"lengths": (32, 256), "interval": (0.10, 0.35), "spread": (1.0, 1.0), "normal_scale": 1},
+    "multiclass": {"lengths": (32, 256), "interval": (0.10, 0.35), "spread": (0.45, 1.5), "normal_scale": 1},
+    "short": {"lengths": (64, 320), "interval": (0.02, 0.05), "spread": (1.0, 1.0), "normal_scale": 1},
+    "long-normal": {"lengths": (32, 256), "interval": (0.10, 0.35), "spread": (1.0, 1.0), "normal_scale": 4},
+}
+HEADS = ("mil", "rtfm", "gsmoe")
+
+
+def make_task(dim: int, seed: int, spread: tuple[float, float]) -> dict:
+    """What defines the task: a base pattern, a unit signature per class and its strength."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=dim)
+    sig = rng.normal(size=(len(UCF_CLASSES), dim))
+    sig /= np.linalg.norm(sig, axis=1, keepdims=True)
+    strength = np.linspace(spread[0], spread[1], len(UCF_CLASSES))
+    rng.shuffle(strength)
+    return {"base": base / np.linalg.norm(base), "sig": sig, "strength": strength}
+
+
+def write_split(folder: Path, name: str, n: int, kind: dict, task: dict, dim: int, amplitude: float,
+                rng: np.random.Generator) -> tuple[Path, dict[str, np.ndarray]]:
+    """``n`` videos (half anomalous, classes cycling) as ``<id>__0.npy``, a list, snippet labels.
+
+    A snippet is ``base + scene offset + slow drift + noise`` (the scene offset and drift differ
+    per video: normal variation the heads must ignore), plus ``amplitude * strength_c *
+    signature_c`` inside the anomalous interval, then L2-normalised."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines, labels, per_class = [], {}, {}
+    lo, hi = kind["lengths"]
+    for i in range(n):
+        anomalous = i % 2 == 1
+        if anomalous:
+            c = (i // 2) % len(UCF_CLASSES)
+            per_class[c] = per_class.get(c, 0) + 1
+            vid = f"{UCF_CLASSES[c]}{per_class[c]:03d}_x264" if name == "train" else \
+                f"{UCF_CLASSES[c]}{500 + per_class[c]:03d}_x264"
+            t = int(rng.integers(lo, hi + 1))
+        else:
+            vid = f"Normal_Videos_{(i // 2) + (1 if name == 'train' else 700):03d}_x264"
+            t = int(rng.integers(lo * kind["normal_scale"], hi * kind["normal_scale"] + 1))
+        scene = rng.normal(size=dim) * (0.6 / np.sqrt(dim))
+        drift = np.cumsum(rng.normal(size=(t, dim)) * (0.05 / np.sqrt(dim)), axis=0)
+        x = task["base"] + scene + drift + rng.normal(size=(t, dim)) * (1.0 / np.sqrt(dim))
+        y = np.zeros(t, np.uint8)
+        if anomalous:
+            run = max(2, int(round(t * rng.uniform(*kind["interval"]))))
+            start = int(rng.integers(0, t - run + 1))
+            x[start:start + run] += amplitude * task["strength"][c] * task["sig"][c]
+            y[start:start + run] = 1
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        path = folder / f"{vid}__0.npy"
+        np.save(path, x.astype(np.float32))
+        lines.append(str(path))
+        labels[vid] = y
+    lst = folder / f"{name}.list"
+    lst.write_text("\n".join(lines) + "\n")
+    return lst, labels
+
+
+def write_gt(folder: Path, labels: dict[str, np.ndarray]) -> Path:
+    """Frame labels (each snippet's label over its 16 frames) for validation-based selection."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for vid, y in labels.items():
+        np.save(folder / f"{vid}.npy", np.repeat(y, 16))
+    return folder
+
+
+def test_scores(out: Path, lst: Path, labels: dict[str, np.ndarray]) -> tuple[float, float]:
+    net = load_module(out)
+    ys, ss = [], []
+    for path in (Path(line) for line in lst.read_text().splitlines() if line):
+        vid = path.name.rsplit("__", 1)[0]
+        ys.append(np.repeat(labels[vid], 16))
+        ss.append(np.repeat(score_snippets(net, load_crop(path)[None]).astype(np.float64), 16))
+    y, s = np.concatenate(ys), np.concatenate(ss)
+    return float(roc_auc(y, s)), float(average_precision_step(y, s))
+
+
+def train_one(head: str, lst: Path, gt: Path, out: Path, seed: int, args: argparse.Namespace) -> dict:
+    sets = [f"train.seed={seed}", "train.keep_checkpoints=1"]
+    sets += [f"train.threads={args.threads}"] if args.threads else []
+    sets += [f"train.epochs={args.epochs}"] if args.epochs else []
+    cfg = load_config(TrainConfig, default_train_configs(head), sets + list(args.set or []))
+    trainer = Trainer(cfg, lst, out, val_gt=gt, progress=False)
+    started = time.perf_counter()
+    trainer.run()
+    wall = time.perf_counter() - started
+    epochs = [json.loads(line)["train_s"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {"epochs": len(epochs), "epoch_s": float(np.mean(epochs)), "train_s": wall,
+            "best_epoch": trainer.best.get("epoch"), "val_metric": trainer.best.get("metric")}
+
+
+def report(results: dict) -> str:
+    heads = results["heads"]
+    lines = [f"Frame AUC / AP on the test split, mean +- sd over {len(results['seeds'])} training seed(s); "
+             "selected on validation frame AUC only",
+             f"{'set':<13}" + "".join(f"{h + ' AUC':>20}{h + ' AP':>18}" for h in heads)]
+    for name, per_head in results["sets"].items():
+        row = f"{name:<13}"
+        for h in heads:
+            r = per_head[h]
+            row += f"{r['auc_mean']:>12.4f} +- {r['auc_sd']:.4f}{r['ap_mean']:>10.4f} +- {r['ap_sd']:.4f}"
+        lines.append(row)
+    lines.append("")
+    lines.append(f"{'set':<13}" + "".join(f"{h + ' s/epoch':>16}" for h in heads))
+    for name, per_head in results["sets"].items():
+        lines.append(f"{name:<13}" + "".join(f"{per_head[h]['epoch_s']:>16.3f}" for h in heads))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quality", action="store_true", help=argparse.SUPPRESS)  # bench_heads.py's switch
+    ap.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    ap.add_argument("--heads", nargs="+", default=list(HEADS), choices=list(HEADS))
+    ap.add_argument("--seeds", type=int, default=3, help="training seeds per head and set (default 3)")
+    ap.add_argument("--train", type=int, default=300, help="training videos per set (default 300)")
+    ap.add_argument("--test", type=int, default=100, help="test videos per set (default 100)")
+    ap.add_argument("--dim", type=int, default=1024)
+    ap.add_argument("--amplitude", type=float, default=0.35, help="signature strength (default 0.35)")
+    ap.add_argument("--epochs", type=int, default=None, help="override every head's configured epochs")
+    ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="extra config override for every head")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--data-seed", type=int, default=0)
+    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work = Path(tempfile.mkdtemp(prefix="bench_quality_", dir=args.workdir))
+    results: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                     "command": " ".join(["bench_heads.py", *(sys.argv[1:] if argv is None else argv)]),
+                     "machine": {**cpu_info(), "torch": torch.__version__}, "heads": args.heads,
+                     "seeds": list(range(args.seeds)), "amplitude": args.amplitude, "sets": {}}
+    try:
+        for set_i, name in enumerate(args.sets):
+            kind = SETS[name]
+            rng = np.random.default_rng(args.data_seed * 1000 + set_i)
+            task = make_task(args.dim, 10_000 + set_i, kind["spread"])
+            folder = work / name
+            train_lst, train_labels = write_split(folder / "train", "train", args.train, kind, task, args.dim,
+                                                  args.amplitude, rng)
+            test_lst, test_labels = write_split(folder / "test", "test", args.test, kind, task, args.dim,
+                                                args.amplitude, rng)
+            gt = write_gt(folder / "gt", train_labels)
+            per_head: dict = {}
+            for head in args.heads:
+                runs = []
+                for seed in range(args.seeds):
+                    out = folder / f"{head}_{seed}"
+                    r = train_one(head, train_lst, gt, out, seed, args)
+                    r["auc"], r["ap"] = test_scores(out, test_lst, test_labels)
+                    runs.append(r)
+                    print(f"{name:<12} {head:<6} seed {seed}: AUC {r['auc']:.4f} AP {r['ap']:.4f} "
+                          f"(best epoch {r['best_epoch']}, {r['epoch_s']:.2f} s/epoch)", flush=True)
+                    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+                aucs, aps = np.array([r["auc"] for r in runs]), np.array([r["ap"] for r in runs])
+                per_head[head] = {"runs": runs, "auc_mean": float(aucs.mean()), "auc_sd": float(aucs.std(ddof=1)) if len(aucs) > 1 else 0.0,
+                                  "ap_mean": float(aps.mean()), "ap_sd": float(aps.std(ddof=1)) if len(aps) > 1 else 0.0,
+                                  "epoch_s": float(np.mean([r["epoch_s"] for r in runs]))}
+            results["sets"][name] = per_head
+        text = report(results)
+        print(text)
+        results["report"] = text
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(results, indent=1))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
