@@ -362,8 +362,9 @@ def report(results: dict) -> str:
     return "\n".join(lines)
 
 
-def bench_detection(out: Path, lst: Path, labels: dict[str, np.ndarray]) -> float:
-    """Pooled frame AUC of the selected head in ``out`` on a test list (scores repeated x16)."""
+def selected_model_frame_scores(out: Path, lst: Path, labels: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Frame labels and scores of the selected head in ``out`` over a test list, pooled in list
+    order (each snippet repeated x16, as ``vad evaluate``)."""
     net = load_module(out)
     ys, ss = [], []
     for path in (Path(line) for line in lst.read_text().splitlines() if line):
@@ -371,7 +372,12 @@ def bench_detection(out: Path, lst: Path, labels: dict[str, np.ndarray]) -> floa
         s = score_snippets(net, load_crop(path)[None])
         ys.append(np.repeat(labels[vid], 16))
         ss.append(np.repeat(s.astype(np.float64), 16))
-    return float(roc_auc(np.concatenate(ys), np.concatenate(ss)))
+    return np.concatenate(ys), np.concatenate(ss)
+
+
+def bench_detection(out: Path, lst: Path, labels: dict[str, np.ndarray]) -> float:
+    """Pooled frame AUC of the selected head in ``out`` on a test list (scores repeated x16)."""
+    return float(roc_auc(*selected_model_frame_scores(out, lst, labels)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,18 +39,15 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
 
+from bench_heads import UCF_CLASSES, selected_model_frame_scores  # noqa: E402
 from pipelines.cli import default_train_configs  # noqa: E402
 from pipelines.train import Trainer  # noqa: E402
 from vad.config import TrainConfig, load_config  # noqa: E402
-from vad.data.features import load_crop  # noqa: E402
 from vad.eval import average_precision_step, roc_auc  # noqa: E402
-from vad.heads.modules import load_module  # noqa: E402
-from vad.heads.trained import score_snippets  # noqa: E402
 from vad.utils import cpu_info  # noqa: E402
 
-UCF_CLASSES = ["Abuse", "Arrest", "Arson", "Assault", "Burglary", "Explosion", "Fighting", "RoadAccidents",
-               "Robbery", "Shooting", "Shoplifting", "Stealing", "Vandalism"]
 SETS = {
     "planted": {"lengths": (32, 256), "interval": (0.10, 0.35), "spread": (1.0, 1.0), "normal_scale": 1},
     "multiclass": {"lengths": (32, 256), "interval": (0.10, 0.35), "spread": (0.45, 1.5), "normal_scale": 1},
@@ -120,13 +117,7 @@ def write_gt(folder: Path, labels: dict[str, np.ndarray]) -> Path:
 
 
 def test_scores(out: Path, lst: Path, labels: dict[str, np.ndarray]) -> tuple[float, float]:
-    net = load_module(out)
-    ys, ss = [], []
-    for path in (Path(line) for line in lst.read_text().splitlines() if line):
-        vid = path.name.rsplit("__", 1)[0]
-        ys.append(np.repeat(labels[vid], 16))
-        ss.append(np.repeat(score_snippets(net, load_crop(path)[None]).astype(np.float64), 16))
-    y, s = np.concatenate(ys), np.concatenate(ss)
+    y, s = selected_model_frame_scores(out, lst, labels)
     return float(roc_auc(y, s)), float(average_precision_step(y, s))
 
 

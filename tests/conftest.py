@@ -36,3 +36,27 @@ def random_i3d(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "random_i3d.pt"
     torch.save(model.state_dict(), path)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: one torch thread is faster than two fighting over a loaded CI machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def footage(tmp_path_factory) -> dict[str, Path]:
+    """tests/rtsp.py's planted walkway: normal reference footage, and the block from 8 s to 16 s
+    (the live-monitor and dashboard tests; skips or fails without the RTSP server)."""
+    from tests.rtsp import planted_walkway_footage, rtsp_available
+    from tests.videos import skip_or_fail
+
+    reason = rtsp_available()
+    if reason:
+        skip_or_fail(reason)
+    return planted_walkway_footage(tmp_path_factory.mktemp("footage"))

@@ -429,18 +429,6 @@ BLOCK_S = (8.0, 16.0)  # the planted block is on screen from 8 s to 16 s of each
 DOCS_SHOT = REPO / "docs" / "img" / "dashboard.png"
 
 
-@pytest.fixture(scope="module")
-def footage(tmp_path_factory) -> dict[str, Path]:
-    """tests/rtsp.py's planted walkway: normal reference footage, and the block from 8 s to 16 s."""
-    from tests.rtsp import planted_walkway_footage, rtsp_available
-    from tests.videos import skip_or_fail
-
-    reason = rtsp_available()
-    if reason:
-        skip_or_fail(reason)
-    return planted_walkway_footage(tmp_path_factory.mktemp("footage"))
-
-
 def _rtsp_cfg(reference: Path, explain: bool = False) -> ScoreConfig:
     sets = [f"head.reference={json.dumps(str(reference))}", "events.min_duration_s=1.0", "monitor.pre_s=1",
             "monitor.post_s=1", "head.save=false", "monitor.http_port=0"]

@@ -33,13 +33,7 @@ from vad.heads.gsmoe import topk_mean
 logger = logging.getLogger(__name__)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models: one thread is faster than two fighting over a loaded CI machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _t(x) -> torch.Tensor:

@@ -27,18 +27,6 @@ FAST = {"open_timeout_s": 4.0, "read_timeout_s": 2.0, "stall_timeout_s": 2.0, "b
         "backoff_max_s": 1.0, "healthy_after_s": 1.0, "analysis_fps": 10}
 
 
-@pytest.fixture(scope="module")
-def footage(tmp_path_factory) -> dict[str, Path]:
-    """tests/rtsp.py's planted walkway: normal reference footage, and the block from 8 s to 16 s."""
-    from tests.rtsp import planted_walkway_footage, rtsp_available
-    from tests.videos import skip_or_fail
-
-    reason = rtsp_available()
-    if reason:
-        skip_or_fail(reason)
-    return planted_walkway_footage(tmp_path_factory.mktemp("footage"))
-
-
 def _cfg(reference: Path, **monitor: object) -> ScoreConfig:
     sets = [f"head.reference={json.dumps(str(reference))}", "events.min_duration_s=1.0", "monitor.pre_s=1",
             "monitor.post_s=1", "head.save=false"]

@@ -18,12 +18,7 @@ from vad.heads.rtfm import RTFMOutput, _NonLocal1d, rtfm_loss, top_k_by_magnitud
 from vad.heads.trained import TrainedHead, score_snippets
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _t(x) -> torch.Tensor:

@@ -9,17 +9,26 @@ from __future__ import annotations
 
 import functools
 from importlib import resources
+from pathlib import Path
 
-__all__ = ["plotly_js", "plotly_version", "static_text"]
+__all__ = ["plotly_js", "plotly_js_path", "plotly_version", "static_text"]
+
+
+def plotly_js_path() -> Path:
+    """The installed ``plotly`` package's minified Plotly.js bundle."""
+    try:
+        path = Path(str(resources.files("plotly") / "package_data" / "plotly.min.js"))
+    except ModuleNotFoundError as err:
+        raise RuntimeError("the report's charts need the `plotly` package (pip install plotly)") from err
+    if not path.is_file():
+        raise RuntimeError(f"the plotly package has no {path.name} (reinstall plotly)")
+    return path
 
 
 @functools.lru_cache(maxsize=1)
 def plotly_js() -> str:
-    """The minified Plotly.js bundle of the installed ``plotly`` package."""
-    try:
-        return (resources.files("plotly") / "package_data" / "plotly.min.js").read_text(encoding="utf-8")
-    except (ModuleNotFoundError, FileNotFoundError) as err:
-        raise RuntimeError("the report's charts need the `plotly` package (pip install plotly)") from err
+    """The bundle's text (inlined in a self-contained report, served by the dashboard)."""
+    return plotly_js_path().read_text(encoding="utf-8")
 
 
 def plotly_version() -> str:

@@ -27,8 +27,8 @@ from typing import Any, Iterable
 import numpy as np
 import yaml
 
-from vad.fsutil import write_text_atomic
-from vad.report.assets import plotly_js, plotly_version, static_text
+from vad.fsutil import write_bytes_atomic, write_text_atomic
+from vad.report.assets import plotly_js, plotly_js_path, plotly_version, static_text
 from vad.report.collect import RunView, VideoView, collect_run, envelope
 
 logger = logging.getLogger(__name__)
@@ -103,29 +103,36 @@ def _encode_thumb(image_rgb: np.ndarray, width: int, region: Iterable[float] | N
     return buf.tobytes()
 
 
-def _thumbnails(view: RunView, opts: ReportOptions) -> tuple[dict[str, bytes], dict[str, str]]:
-    """Per event id: its thumbnail JPEG (written under ``report/thumbs``, reused when newer than
-    the event log), or why there is none. A monitor event's snapshot already shows its region;
-    an archive event's peak frame is decoded from the source video, one open per video."""
+def _thumbnails(view: RunView, opts: ReportOptions) -> tuple[set[str], dict[str, str]]:
+    """The event ids that have a thumbnail JPEG under ``report/thumbs`` (made now, or kept from a
+    previous report when newer than the event log), and why the others have none. A monitor
+    event's snapshot already shows its region; an archive event's peak frame is decoded from the
+    source video, one open per video."""
     import cv2
 
-    run, thumbs, why = view.run, {}, {}
+    run, have, why = view.run, set(), {}
     log_mtime = run.events_path.stat().st_mtime if run.events_path.is_file() else 0.0
+
+    def keep(eid: str, jpg: bytes) -> None:
+        path = run.report_thumb_path(eid)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(jpg)
+        have.add(eid)
+
     for v in view.videos:
         todo = []
         for e in v.events:
             eid = e["event_id"]
             path = run.report_thumb_path(eid)
             if path.is_file() and path.stat().st_mtime >= log_mtime:
-                thumbs[eid] = path.read_bytes()
+                have.add(eid)
                 continue
             snap = run.root / e["snapshot"] if e.get("snapshot") else None
-            if snap is not None and snap.is_file():
-                img = cv2.imread(str(snap), cv2.IMREAD_COLOR)
-                if img is not None:
-                    thumbs[eid] = _encode_thumb(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), opts.thumb_width, None)
-                    continue
-            todo.append(e)
+            img = cv2.imread(str(snap), cv2.IMREAD_COLOR) if snap is not None and snap.is_file() else None
+            if img is not None:
+                keep(eid, _encode_thumb(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), opts.thumb_width, None))
+            else:
+                todo.append(e)
         if not todo:
             continue
         if not v.video or not Path(v.video).exists():
@@ -139,18 +146,12 @@ def _thumbnails(view: RunView, opts: ReportOptions) -> tuple[dict[str, bytes], d
                 n = reader.info.n_frames
                 for e in todo:
                     peak = min(max(0, int(e.get("peak_frame", 0))), max(0, n - 1))
-                    frame = reader.read(peak, peak + 1)[0]
-                    thumbs[e["event_id"]] = _encode_thumb(frame, opts.thumb_width, e.get("region"))
+                    keep(e["event_id"], _encode_thumb(reader.read(peak, peak + 1)[0], opts.thumb_width, e.get("region")))
         except (VideoError, ValueError, OSError) as err:
             for e in todo:
-                why.setdefault(e["event_id"], f"peak frame not decodable: {err}")
-                thumbs.pop(e["event_id"], None)
-        for e in todo:
-            if e["event_id"] in thumbs:
-                path = run.report_thumb_path(e["event_id"])
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(thumbs[e["event_id"]])
-    return thumbs, why
+                if e["event_id"] not in have:
+                    why[e["event_id"]] = f"peak frame not decodable: {err}"
+    return have, why
 
 
 # -- page data -----------------------------------------------------------------------------------
@@ -353,7 +354,7 @@ def write_report(root: str | Path, options: ReportOptions | None = None, *, prog
     view = collect_run(root, opts.evaluation)
     run = view.run
     inline = len(view.videos) <= opts.inline_videos
-    thumbs, why = _thumbnails(view, opts) if opts.thumbnails else ({}, {})
+    thumbs, why = _thumbnails(view, opts) if opts.thumbnails else (set(), {})
     threshold = _threshold(view)
     from vad import __version__
 
@@ -364,7 +365,7 @@ def write_report(root: str | Path, options: ReportOptions | None = None, *, prog
         if eid not in thumbs:
             return None
         if inline:
-            return "data:image/jpeg;base64," + base64.b64encode(thumbs[eid]).decode()
+            return "data:image/jpeg;base64," + base64.b64encode(run.report_thumb_path(eid).read_bytes()).decode()
         return from_dir + run.relative(run.report_thumb_path(eid))
 
     def video_href(v: VideoView) -> str | None:
@@ -385,10 +386,9 @@ def write_report(root: str | Path, options: ReportOptions | None = None, *, prog
     n_pages = 0
     if not inline:
         run.report_dir.mkdir(parents=True, exist_ok=True)
-        plotly_path = run.report_dir / PLOTLY_FILE
-        js = plotly_js()
-        if not plotly_path.is_file() or plotly_path.stat().st_size != len(js.encode()):
-            write_text_atomic(plotly_path, js)
+        plotly_path, source = run.report_dir / PLOTLY_FILE, plotly_js_path()
+        if not plotly_path.is_file() or plotly_path.stat().st_size != source.stat().st_size:
+            write_bytes_atomic(plotly_path, source.read_bytes())
         from tqdm import tqdm
 
         for v in tqdm(view.videos, desc="report", unit="video", disable=not progress):
