@@ -179,7 +179,9 @@ def test_api_cameras_gives_state_rates_counters_and_a_score_history(live):
                 "scores", "has_frame"):
         assert key in door and key in bad, key
     assert door["state"] == "live" and door["has_frame"] and door["events"] >= 1
-    assert 6 <= door["fps_scored"] <= 13 and door["fps_in"] >= door["fps_scored"], door  # 10 fps analysed
+    # 10 fps analysed; over a 5 s window scoring may catch up on frames queued before it, so
+    # the scored rate can briefly exceed the arrival rate by a frame or two per window
+    assert 6 <= door["fps_scored"] <= 13 and door["fps_in"] >= door["fps_scored"] - 1.0, door
     assert door["reconnects"] == 0 and door["dropped"] >= 0
     times = [t for t, _ in door["scores"]]
     assert 20 <= len(times) <= 600 and times == sorted(times) and time.time() - times[-1] < 3
