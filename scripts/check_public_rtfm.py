@@ -1,0 +1,166 @@
+#!/usr/bin/env python
+"""Run the public RTFM code (Tian et al., ICCV 2021) on the sets of ``bench_heads.py --quality``.
+
+The check behind issue 15's "the RTFM-style head within 0.01 of what the public RTFM reaches on
+the same kind of data": the authors' ``model.py``/``train.py``/``test_10crop.py`` are imported
+*unmodified* from the user's own clone (``--rtfm-repo``; nothing of it is copied into vad) and
+driven the way their ``main.py`` drives them: Adam (lr 1e-3, weight decay 5e-3), 32 normal + 32
+anomalous videos per step, 32 segments by their ``process_feat``, ``--steps`` iterations (800
+as in the issue's side-by-side run), then their ``test()`` on the test split (pooled frame ROC
+AUC, scores repeated x16). What this harness changes around their code, and why:
+
+* Their model hard-codes 10 crops (``features[0:batch_size*10]``) and 2048-d features (the
+  aggregator's fusing convolutions and its residual); the bench's features are one 1024-d crop.
+  The crop is repeated 10 times (their crop mean of 10 equal crops is the crop; only the
+  dropout masks differ per copy) and zero-padded to 2048-d (the same vectors, embedded).
+* ``torch.Tensor.cuda`` is the identity (their loss calls ``label.cuda()``), ``visdom`` is a
+  stand-in that draws nothing, ``np.int`` is ``int`` (removed from numpy).
+* Their test loads ``list/gt-ucf.npy`` from the working directory: it runs in a scratch
+  directory holding the test split's frame labels there.
+
+It prints their last-iteration AUC (and the best over the evaluations every 5 steps after step
+200, their test-set checkpoint pick) per set and seed; compare with the ``rtfm`` row of
+``bench_heads.py --quality`` on the same ``--sets``/``--train``/``--test``/``--data-seed``:
+
+    git clone https://github.com/tianyu0207/RTFM /tmp/RTFM
+    .venv/bin/python scripts/check_public_rtfm.py --rtfm-repo /tmp/RTFM --json runs/public_rtfm.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import types
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_heads_quality import SETS, make_task, write_split  # noqa: E402
+
+CROPS, WIDTH = 10, 2048  # what their model hard-codes
+
+
+def load_rtfm(repo: Path) -> types.SimpleNamespace:
+    """Import the authors' modules from ``repo`` with the shims the module docstring lists."""
+    if not (repo / "model.py").is_file() or not (repo / "train.py").is_file():
+        raise SystemExit(f"{repo} is not a clone of tianyu0207/RTFM (no model.py/train.py)")
+    viz = types.ModuleType("visdom")
+
+    class _Visdom:
+        def __init__(self, *a, **k) -> None: ...
+
+        def __getattr__(self, name):
+            return lambda *a, **k: None
+
+    viz.Visdom = _Visdom
+    sys.modules["visdom"] = viz
+    if not hasattr(np, "int"):
+        np.int = int  # type: ignore[attr-defined]
+    torch.Tensor.cuda = lambda self, *a, **k: self  # type: ignore[method-assign]
+    sys.path.insert(0, str(repo))
+    model, train, test, utils = (importlib.import_module(m) for m in ("model", "train", "test_10crop", "utils"))
+    return types.SimpleNamespace(model=model, train=train, test=test.test, process_feat=utils.process_feat)
+
+
+def crops(x: np.ndarray) -> np.ndarray:
+    """(T, F) one crop -> (T, 10, 2048), their feature file layout (zero-padded to their width)."""
+    x = np.pad(x, ((0, 0), (0, WIDTH - x.shape[1])))
+    return np.repeat(x[:, None, :], CROPS, axis=1)
+
+
+def train_batches(paths: list[Path], label: float, rtfm, batch: int, rng: np.random.Generator):
+    """Endless shuffled batches of (B, 10, 32, F) segment features as their Dataset/DataLoader
+    yields (drop_last, reshuffled at each pass)."""
+    segs = [np.stack([rtfm.process_feat(c, 32) for c in crops(np.load(p)).transpose(1, 0, 2)]) for p in paths]
+    while True:
+        order = rng.permutation(len(segs))
+        for i in range(0, len(order) - batch + 1, batch):
+            yield torch.from_numpy(np.stack([segs[j] for j in order[i:i + batch]])), torch.full((batch,), label)
+
+
+def run_once(rtfm, train_lst: Path, test_lst: Path, test_labels: dict, steps: int, seed: int, batch: int,
+             scratch: Path) -> dict:
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    paths = [Path(line) for line in train_lst.read_text().splitlines() if line]
+    normal = [p for p in paths if p.name.startswith("Normal")]
+    anomalous = [p for p in paths if not p.name.startswith("Normal")]
+    nload, aload = (train_batches(normal, 0.0, rtfm, batch, rng), train_batches(anomalous, 1.0, rtfm, batch, rng))
+    net = rtfm.model.Model(WIDTH, batch)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=0.005)
+    test_paths = [Path(line) for line in test_lst.read_text().splitlines() if line]
+    test_feats = [torch.from_numpy(crops(np.load(p))) for p in test_paths]
+    (scratch / "list").mkdir(parents=True, exist_ok=True)
+    np.save(scratch / "list" / "gt-ucf.npy",
+            np.concatenate([np.repeat(test_labels[p.name.rsplit("__", 1)[0]], 16) for p in test_paths]))
+    args = types.SimpleNamespace(dataset="ucf")
+    viz = sys.modules["visdom"].Visdom()
+    aucs = {}
+    cwd = os.getcwd()
+    os.chdir(scratch)
+    try:
+        with contextlib.redirect_stdout(open(os.devnull, "w")):
+            for step in range(1, steps + 1):
+                rtfm.train.train(nload, aload, net, batch, opt, viz, torch.device("cpu"))
+                if (step % 5 == 0 and step > 200) or step == steps:
+                    aucs[step] = float(rtfm.test([f[None] for f in test_feats], net, args, viz, torch.device("cpu")))
+    finally:
+        os.chdir(cwd)
+    return {"last": aucs[steps], "best_on_test": max(aucs.values()), "evaluations": len(aucs)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rtfm-repo", type=Path, required=True, help="a clone of github.com/tianyu0207/RTFM")
+    ap.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=800)
+    ap.add_argument("--batch", type=int, default=32, help="videos of each kind per step (theirs: 32)")
+    ap.add_argument("--train", type=int, default=300)
+    ap.add_argument("--test", type=int, default=100)
+    ap.add_argument("--dim", type=int, default=1024)
+    ap.add_argument("--amplitude", type=float, default=0.35)
+    ap.add_argument("--data-seed", type=int, default=0)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    if args.dim > WIDTH:
+        raise SystemExit(f"--dim {args.dim} > {WIDTH}, the width their model is built for")
+    rtfm = load_rtfm(args.rtfm_repo.resolve())
+    work = Path(tempfile.mkdtemp(prefix="public_rtfm_"))
+    results: dict = {"steps": args.steps, "seeds": args.seeds, "amplitude": args.amplitude, "sets": {}}
+    try:
+        for set_i, name in enumerate(SETS):
+            if name not in args.sets:
+                continue
+            kind = SETS[name]  # the same data as bench_heads_quality: same rng stream, same task
+            rng = np.random.default_rng(args.data_seed * 1000 + set_i)
+            task = make_task(args.dim, 10_000 + set_i, kind["spread"])
+            train_lst, _ = write_split(work / name / "train", "train", args.train, kind, task, args.dim, args.amplitude, rng)
+            test_lst, test_labels = write_split(work / name / "test", "test", args.test, kind, task, args.dim,
+                                                args.amplitude, rng)
+            runs = [run_once(rtfm, train_lst, test_lst, test_labels, args.steps, s, args.batch, work / name / f"run{s}")
+                    for s in range(args.seeds)]
+            last = np.array([r["last"] for r in runs])
+            results["sets"][name] = {"runs": runs, "last_mean": float(last.mean()),
+                                     "last_sd": float(last.std(ddof=1)) if len(last) > 1 else 0.0}
+            print(f"{name:<12} public RTFM, step {args.steps}: AUC {last.mean():.4f} +- "
+                  f"{results['sets'][name]['last_sd']:.4f} (best on test {np.mean([r['best_on_test'] for r in runs]):.4f})",
+                  flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
