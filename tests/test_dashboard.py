@@ -485,15 +485,17 @@ def test_browser_shows_the_event_seconds_after_the_planted_anomaly(footage, tmp_
     # fitting the head and inducing the rules first: the anomaly's time counts from the server's start
     mon = Monitor([Camera(walkway_cam.url, "walkway"), Camera(lobby_cam.url, "lobby")], cfg, out,
                   build_heads(cfg, out), build_explainer_for(cfg, out))
-    # the server plays the file from its start-up, watched or not: the block goes on air between
-    # the server's launch and its READY line (about a second)
-    launched = time.time()
-    with walkway_cam:
-        ready = time.time()
-        with lobby_cam, open_browser() as browser:
-            mon.start()
-            try:
-                page = _dashboard_page(browser, mon.http_port)
+    with lobby_cam, open_browser() as browser:
+        mon.start()  # walkway's server is not up yet: its camera retries (backoff <= 1 s)
+        try:
+            page = _dashboard_page(browser, mon.http_port)
+            page.wait_for_selector('.camera-tile[data-camera="lobby"][data-state="live"]', timeout=15_000)
+            # the server plays the file from its start-up, watched or not: the block goes on air
+            # between the server's launch and its READY line (about a second). Launching it only
+            # now keeps the browser's and the monitor's start-up out of the seconds before the block.
+            launched = time.time()
+            with walkway_cam:
+                ready = time.time()
                 tile = '.camera-tile[data-camera="walkway"]'
                 page.wait_for_selector(f'{tile}[data-state="live"]', timeout=15_000)
                 page.wait_for_function(f"""() => {{
@@ -530,8 +532,8 @@ def test_browser_shows_the_event_seconds_after_the_planted_anomaly(footage, tmp_
                 if os.environ.get("VAD_SCREENSHOT_DOCS") == "1":
                     _docs_screenshot(page)
                 assert not page.errors, page.errors
-            finally:
-                mon.stop()
+        finally:
+            mon.stop()
 
 
 @pytest.mark.slow
