@@ -108,6 +108,19 @@ def write_split(folder: Path, name: str, n: int, kind: dict, task: dict, dim: in
     return lst, labels
 
 
+def write_set(folder: Path, name: str, args: argparse.Namespace) -> tuple[Path, dict, Path, dict]:
+    """Set ``name``'s training and test splits under ``folder`` (lists and snippet labels); the
+    one owner of which data a set is, shared with ``check_public_rtfm.py``."""
+    set_i = list(SETS).index(name)
+    kind = SETS[name]
+    rng = np.random.default_rng(args.data_seed * 1000 + set_i)
+    task = make_task(args.dim, 10_000 + set_i, kind["spread"])
+    train_lst, train_labels = write_split(folder / "train", "train", args.train, kind, task, args.dim,
+                                          args.amplitude, rng)
+    test_lst, test_labels = write_split(folder / "test", "test", args.test, kind, task, args.dim, args.amplitude, rng)
+    return train_lst, train_labels, test_lst, test_labels
+
+
 def write_gt(folder: Path, labels: dict[str, np.ndarray]) -> Path:
     """Frame labels (each snippet's label over its 16 frames) for validation-based selection."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -178,15 +191,9 @@ def main(argv: list[str] | None = None) -> int:
                      "machine": {**cpu_info(), "torch": torch.__version__}, "heads": args.heads,
                      "seeds": list(range(args.seeds)), "amplitude": args.amplitude, "sets": {}}
     try:
-        for set_i, name in enumerate(args.sets):
-            kind = SETS[name]
-            rng = np.random.default_rng(args.data_seed * 1000 + set_i)
-            task = make_task(args.dim, 10_000 + set_i, kind["spread"])
+        for name in args.sets:
             folder = work / name
-            train_lst, train_labels = write_split(folder / "train", "train", args.train, kind, task, args.dim,
-                                                  args.amplitude, rng)
-            test_lst, test_labels = write_split(folder / "test", "test", args.test, kind, task, args.dim,
-                                                args.amplitude, rng)
+            train_lst, train_labels, test_lst, test_labels = write_set(folder, name, args)
             gt = write_gt(folder / "gt", train_labels)
             per_head: dict = {}
             for head in args.heads:

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_heads_quality import SETS, make_task, write_split  # noqa: E402
+from bench_heads_quality import SETS, write_set  # noqa: E402
 
 CROPS, WIDTH = 10, 2048  # what their model hard-codes
 
@@ -137,15 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="public_rtfm_"))
     results: dict = {"steps": args.steps, "seeds": args.seeds, "amplitude": args.amplitude, "sets": {}}
     try:
-        for set_i, name in enumerate(SETS):
-            if name not in args.sets:
-                continue
-            kind = SETS[name]  # the same data as bench_heads_quality: same rng stream, same task
-            rng = np.random.default_rng(args.data_seed * 1000 + set_i)
-            task = make_task(args.dim, 10_000 + set_i, kind["spread"])
-            train_lst, _ = write_split(work / name / "train", "train", args.train, kind, task, args.dim, args.amplitude, rng)
-            test_lst, test_labels = write_split(work / name / "test", "test", args.test, kind, task, args.dim,
-                                                args.amplitude, rng)
+        for name in args.sets:
+            train_lst, _, test_lst, test_labels = write_set(work / name, name, args)  # bench_heads_quality's data
             runs = [run_once(rtfm, train_lst, test_lst, test_labels, args.steps, s, args.batch, work / name / f"run{s}")
                     for s in range(args.seeds)]
             last = np.array([r["last"] for r in runs])

@@ -39,13 +39,8 @@ def save_tiny(path: Path, seed: int) -> Path:
     return path
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The model is tiny: intra-op threads only add synchronisation (8 ms per linear on a busy box).
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+# The model is tiny: intra-op threads only add synchronisation (8 ms per linear on a busy box).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
