@@ -143,9 +143,10 @@ def train_one(head: str, lst: Path, gt: Path, out: Path, seed: int, args: argpar
     started = time.perf_counter()
     trainer.run()
     wall = time.perf_counter() - started
-    epochs = [json.loads(line)["train_s"] for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return {"epochs": len(epochs), "epoch_s": float(np.mean(epochs)), "train_s": wall,
-            "best_epoch": trainer.best.get("epoch"), "val_metric": trainer.best.get("metric")}
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {"epochs": len(records), "epoch_s": float(np.mean([r["train_s"] for r in records])), "train_s": wall,
+            "best_epoch": trainer.best.get("epoch"), "val_metric": trainer.best.get("metric"),
+            "val_curve": [round(r.get("val_frame_auc", float("nan")), 4) for r in records]}
 
 
 def report(results: dict) -> str:

@@ -9,17 +9,21 @@ anomalous videos per step, 32 segments by their ``process_feat``, ``--steps`` it
 as in the issue's side-by-side run), then their ``test()`` on the test split (pooled frame ROC
 AUC, scores repeated x16). What this harness changes around their code, and why:
 
-* Their model hard-codes 10 crops (``features[0:batch_size*10]``) and 2048-d features (the
-  aggregator's fusing convolutions and its residual); the bench's features are one 1024-d crop.
-  The crop is repeated 10 times (their crop mean of 10 equal crops is the crop; only the
-  dropout masks differ per copy) and zero-padded to 2048-d (the same vectors, embedded).
+* Their model hard-codes 10 crops in one place (``features[0:self.batch_size*10]``, where the
+  normal videos' crops end) and 2048-d features (the aggregator's fusing convolutions and its
+  residual); the bench's features are one 1024-d crop, zero-padded to 2048-d (the same vectors,
+  embedded). With ``--crops 1`` (the default, the issue's single-crop run) the model gets a
+  ``batch_size`` whose product with 10 is itself, so that split falls after the normal videos'
+  one crop; every other use of ``batch_size`` is unchanged. ``--crops 10`` instead repeats the
+  crop 10 times (their crop mean of equal crops is the crop; only the dropout masks differ per
+  copy), 10x the work.
 * ``torch.Tensor.cuda`` is the identity (their loss calls ``label.cuda()``), ``visdom`` is a
   stand-in that draws nothing, ``np.int`` is ``int`` (removed from numpy).
 * Their test loads ``list/gt-ucf.npy`` from the working directory: it runs in a scratch
   directory holding the test split's frame labels there.
 
-It prints their last-iteration AUC (and the best over the evaluations every 5 steps after step
-200, their test-set checkpoint pick) per set and seed; compare with the ``rtfm`` row of
+It prints their last-iteration AUC (and, with ``--eval-every``, the best over the evaluations
+after step 200, their test-set checkpoint pick) per set and seed; compare with the ``rtfm`` row of
 ``bench_heads.py --quality`` on the same ``--sets``/``--train``/``--test``/``--data-seed``:
 
     git clone https://github.com/tianyu0207/RTFM /tmp/RTFM
@@ -48,6 +52,15 @@ from bench_heads_quality import SETS, write_set  # noqa: E402
 CROPS, WIDTH = 10, 2048  # what their model hard-codes
 
 
+class OneCropBatch(int):
+    """A batch size whose product with their hard-coded 10 crops is itself (``--crops 1``)."""
+
+    def __mul__(self, other):
+        return int(self) if other == CROPS else int(self) * other
+
+    __rmul__ = __mul__
+
+
 def load_rtfm(repo: Path) -> types.SimpleNamespace:
     """Import the authors' modules from ``repo`` with the shims the module docstring lists."""
     if not (repo / "model.py").is_file() or not (repo / "train.py").is_file():
@@ -70,16 +83,16 @@ def load_rtfm(repo: Path) -> types.SimpleNamespace:
     return types.SimpleNamespace(model=model, train=train, test=test.test, process_feat=utils.process_feat)
 
 
-def crops(x: np.ndarray) -> np.ndarray:
-    """(T, F) one crop -> (T, 10, 2048), their feature file layout (zero-padded to their width)."""
+def crops(x: np.ndarray, n: int) -> np.ndarray:
+    """(T, F) one crop -> (T, n, 2048), their feature file layout (zero-padded to their width)."""
     x = np.pad(x, ((0, 0), (0, WIDTH - x.shape[1])))
-    return np.repeat(x[:, None, :], CROPS, axis=1)
+    return np.repeat(x[:, None, :], n, axis=1)
 
 
-def train_batches(paths: list[Path], label: float, rtfm, batch: int, rng: np.random.Generator):
-    """Endless shuffled batches of (B, 10, 32, F) segment features as their Dataset/DataLoader
+def train_batches(paths: list[Path], label: float, rtfm, batch: int, n_crops: int, rng: np.random.Generator):
+    """Endless shuffled batches of (B, crops, 32, F) segment features as their Dataset/DataLoader
     yields (drop_last, reshuffled at each pass)."""
-    segs = [np.stack([rtfm.process_feat(c, 32) for c in crops(np.load(p)).transpose(1, 0, 2)]) for p in paths]
+    segs = [np.stack([rtfm.process_feat(c, 32) for c in crops(np.load(p), n_crops).transpose(1, 0, 2)]) for p in paths]
     while True:
         order = rng.permutation(len(segs))
         for i in range(0, len(order) - batch + 1, batch):
@@ -87,17 +100,18 @@ def train_batches(paths: list[Path], label: float, rtfm, batch: int, rng: np.ran
 
 
 def run_once(rtfm, train_lst: Path, test_lst: Path, test_labels: dict, steps: int, seed: int, batch: int,
-             scratch: Path) -> dict:
+             n_crops: int, eval_every: int, scratch: Path) -> dict:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     paths = [Path(line) for line in train_lst.read_text().splitlines() if line]
     normal = [p for p in paths if p.name.startswith("Normal")]
     anomalous = [p for p in paths if not p.name.startswith("Normal")]
-    nload, aload = (train_batches(normal, 0.0, rtfm, batch, rng), train_batches(anomalous, 1.0, rtfm, batch, rng))
-    net = rtfm.model.Model(WIDTH, batch)
+    nload, aload = (train_batches(normal, 0.0, rtfm, batch, n_crops, rng),
+                    train_batches(anomalous, 1.0, rtfm, batch, n_crops, rng))
+    net = rtfm.model.Model(WIDTH, OneCropBatch(batch) if n_crops == 1 else batch)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=0.005)
     test_paths = [Path(line) for line in test_lst.read_text().splitlines() if line]
-    test_feats = [torch.from_numpy(crops(np.load(p))) for p in test_paths]
+    test_feats = [torch.from_numpy(crops(np.load(p), n_crops)) for p in test_paths]
     (scratch / "list").mkdir(parents=True, exist_ok=True)
     np.save(scratch / "list" / "gt-ucf.npy",
             np.concatenate([np.repeat(test_labels[p.name.rsplit("__", 1)[0]], 16) for p in test_paths]))
@@ -110,11 +124,12 @@ def run_once(rtfm, train_lst: Path, test_lst: Path, test_labels: dict, steps: in
         with contextlib.redirect_stdout(open(os.devnull, "w")):
             for step in range(1, steps + 1):
                 rtfm.train.train(nload, aload, net, batch, opt, viz, torch.device("cpu"))
-                if (step % 5 == 0 and step > 200) or step == steps:
+                if (eval_every and step % eval_every == 0 and step > 200) or step == steps:
                     aucs[step] = float(rtfm.test([f[None] for f in test_feats], net, args, viz, torch.device("cpu")))
     finally:
         os.chdir(cwd)
-    return {"last": aucs[steps], "best_on_test": max(aucs.values()), "evaluations": len(aucs)}
+    return {"last": aucs[steps], "best_on_test": max(aucs.values()), "evaluations": len(aucs),
+            "auc_by_step": {str(k): v for k, v in aucs.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=800)
     ap.add_argument("--batch", type=int, default=32, help="videos of each kind per step (theirs: 32)")
+    ap.add_argument("--crops", type=int, default=1, choices=(1, CROPS), help="crops per video (default 1)")
+    ap.add_argument("--eval-every", type=int, default=0,
+                    help="also test every N steps after step 200, for their test-set pick (default: last only)")
     ap.add_argument("--train", type=int, default=300)
     ap.add_argument("--test", type=int, default=100)
     ap.add_argument("--dim", type=int, default=1024)
@@ -133,13 +151,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.dim > WIDTH:
         raise SystemExit(f"--dim {args.dim} > {WIDTH}, the width their model is built for")
+    torch.set_flush_denormal(True)  # their CPU training slows ~4x on denormals after ~200 steps (issue 15)
     rtfm = load_rtfm(args.rtfm_repo.resolve())
     work = Path(tempfile.mkdtemp(prefix="public_rtfm_"))
     results: dict = {"steps": args.steps, "seeds": args.seeds, "amplitude": args.amplitude, "sets": {}}
     try:
         for name in args.sets:
             train_lst, _, test_lst, test_labels = write_set(work / name, name, args)  # bench_heads_quality's data
-            runs = [run_once(rtfm, train_lst, test_lst, test_labels, args.steps, s, args.batch, work / name / f"run{s}")
+            runs = [run_once(rtfm, train_lst, test_lst, test_labels, args.steps, s, args.batch, args.crops,
+                             args.eval_every, work / name / f"run{s}")
                     for s in range(args.seeds)]
             last = np.array([r["last"] for r in runs])
             results["sets"][name] = {"runs": runs, "last_mean": float(last.mean()),

@@ -61,6 +61,7 @@ def test_unknown_key_is_an_error_naming_key_and_file(tmp_path):
         ("features.batch_size=many", "integer"),
         ("cache.enabled=maybe", "true/false"),
         ("events.threshold=[1]", "number"),
+        ("events.threshold=1e-3x", "number"),
         ("io.short_side=12.5", "integer"),
         ("features", "key.path=value"),
     ],
@@ -68,6 +69,12 @@ def test_unknown_key_is_an_error_naming_key_and_file(tmp_path):
 def test_bad_values_are_errors(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(ScoreConfig, [], [override])
+
+
+def test_exponent_without_a_dot_is_a_number():
+    # PyYAML (YAML 1.1) reads 5e-3 as a string; a float field still takes it as the number.
+    cfg = load_config(ScoreConfig, [], ["events.threshold=5e-3"])
+    assert cfg.events.threshold == 0.005 and isinstance(cfg.events.threshold, float)
 
 
 def test_parse_override_nests():

@@ -229,6 +229,24 @@ def test_gsmoe_softmax_gate_is_a_mixture_of_the_experts():
     assert head(torch.randn(1, 1, 12)).shape == (1, 1)  # one-snippet video
 
 
+def test_gsmoe_dilated_local_encoder_sees_exactly_its_receptive_field():
+    head = _gsmoe(dilations=(1, 2, 4), layers=0).eval()
+    assert head.context == (4, 4)  # streamable, with max(dilations) snippets of look-ahead
+    x = torch.randn(1, 15, 12)
+    with torch.no_grad():
+        base = head(x)[0, 7]
+        for t in range(15):  # snippet 7 depends on 3, 5, 6, 7, 8, 9, 11 and on nothing else
+            changed = x.clone()
+            changed[0, t] += 3.0
+            moved = not torch.allclose(head(changed)[0, 7], base)
+            assert moved == (abs(t - 7) in (0, 1, 2, 4)), t
+    # a head saved with the single convolution (no ``dilations`` key) loads as dilations (1,)
+    plain = _gsmoe().state_dict()
+    assert not any(k.startswith("temporal_more") for k in plain)
+    with pytest.raises(ValueError, match="dilations"):
+        _gsmoe(dilations=(1, 1))
+
+
 def test_gsmoe_scorer_sees_the_whole_video_and_ignores_padding():
     head = _gsmoe(layers=2, heads=4).eval()
     assert head.context == (-1, -1)  # global attention: the whole video, not causal

@@ -16,10 +16,12 @@ Architecture (one ``nn.Module``):
 
 * Input: L2-normalised snippets (``input_normalization: l2``, the default; ``none`` keeps raw
   features as UR-DMU does). Training sequences are ``n_segments`` mean-pooled segments.
-* Backbone: Linear(D, hidden) -> GELU -> dropout, a residual kernel-3 convolution over time
-  (local context) and LayerNorm, then ``layers`` pre-norm transformer layers (``heads``
+* Backbone: Linear(D, hidden) -> GELU -> dropout, a residual sum of kernel-3 convolutions over
+  time, one per ``dilations`` entry (local context of +-max(dilations) snippets; RTFM's
+  multi-scale idea) and LayerNorm, then ``layers`` pre-norm transformer layers (``heads``
   heads, global self-attention over the valid snippets: padding is masked out of every
-  attention). ``layers: 0`` leaves a streamable encoder (one snippet of look-ahead);
+  attention). ``layers: 0`` leaves a streamable encoder (max(dilations) snippets of
+  look-ahead);
   ``layers >= 1`` needs the whole video (not causal, like RTFM). The backbone's own score
   head, Linear -> GELU -> Linear -> sigmoid, is the class-agnostic anomaly score.
 * C experts on the backbone features: Linear(hidden, expert_hidden) -> GELU -> dropout ->
@@ -89,6 +91,7 @@ class GSMoEConfig:
     n_classes: int = 13  # experts; UCF-Crime has 13 anomaly classes
     hidden: int = 512
     expert_hidden: int = 128
+    dilations: tuple[int, ...] = (1,)  # local encoder: one kernel-3 convolution per dilation, summed
     layers: int = 0  # global self-attention layers (0: local only, streamable; >= 1 sees the whole video)
     heads: int = 4
     gate: str = "scorer"  # scorer: an MLP gives the final score | softmax: soft mixture of the experts
@@ -107,6 +110,9 @@ class GSMoEConfig:
 
     def __post_init__(self) -> None:
         self.class_names = [str(c) for c in self.class_names]
+        self.dilations = tuple(int(d) for d in self.dilations)  # JSON gives lists back
+        if not self.dilations or min(self.dilations) < 1 or len(set(self.dilations)) != len(self.dilations):
+            raise ValueError(f"dilations must be distinct positive integers, got {self.dilations}")
         if min(self.input_dim, self.n_classes, self.hidden, self.expert_hidden, self.n_segments, self.heads) < 1:
             raise ValueError("input_dim, n_classes, hidden, expert_hidden, heads and n_segments must be >= 1")
         if self.layers < 0 or (self.layers and self.hidden % self.heads):
@@ -215,7 +221,11 @@ class GSMoEHead(nn.Module):
         cfg = self.config
         c, h, eh = cfg.n_classes, cfg.hidden, cfg.expert_hidden
         self.proj = nn.Linear(cfg.input_dim, h)
-        self.temporal = nn.Conv1d(h, h, kernel_size=3, padding=1)
+        # The first dilation's convolution keeps its old name, so heads saved before
+        # ``dilations`` existed load unchanged.
+        d0, *more = cfg.dilations
+        self.temporal = nn.Conv1d(h, h, kernel_size=3, padding=d0, dilation=d0)
+        self.temporal_more = nn.ModuleList(nn.Conv1d(h, h, 3, padding=d, dilation=d, bias=False) for d in more)
         self.norm = nn.LayerNorm(h)
         self.drop = nn.Dropout(cfg.dropout)
         self.attention = nn.ModuleList(
@@ -250,7 +260,7 @@ class GSMoEHead(nn.Module):
         """Snippets a score depends on: the convolution's half-width, or the whole video (-1)."""
         if self.config.layers:
             return (-1, -1)
-        half = self.temporal.kernel_size[0] // 2
+        half = max(self.config.dilations)
         return (half, half)
 
     def encode(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -259,7 +269,11 @@ class GSMoEHead(nn.Module):
             x = F.normalize(x, dim=-1)
         valid = mask.unsqueeze(-1)
         h = self.drop(F.gelu(self.proj(x))) * valid  # padding never reaches the conv
-        h = h + F.gelu(self.temporal(h.transpose(1, 2)).transpose(1, 2))
+        ht = h.transpose(1, 2)
+        local = self.temporal(ht)
+        for conv in self.temporal_more:
+            local = local + conv(ht)
+        h = h + F.gelu(local.transpose(1, 2))
         h = self.norm(h)
         for layer in self.attention:
             h = layer(h, src_key_padding_mask=~mask) * valid
