@@ -165,6 +165,12 @@ def test_splat_prominence_threshold_sum_clipped_and_no_peak():
     np.testing.assert_allclose(target, np.exp(-((t - 4) ** 2) / 2) + np.exp(-((t - 15) ** 2) / 2), rtol=1e-6)
     s[15] = 0.1  # prominence 0.1 < 0.2: no Gaussian there
     np.testing.assert_allclose(gaussian_splat_targets(s, 0.2, 1.0), np.exp(-((t - 4) ** 2) / 2), rtol=1e-6)
+    # max_peaks keeps the most prominent: peak 15 (prominence 0.3) goes, peak 4 (0.8) stays
+    s2 = s.clone()
+    s2[15] = 0.3
+    assert gaussian_splat_targets(s2, 0.2, 1.0, max_peaks=0)[15] == pytest.approx(1.0)
+    np.testing.assert_allclose(gaussian_splat_targets(s2, 0.2, 1.0, max_peaks=1), np.exp(-((t - 4) ** 2) / 2),
+                               rtol=1e-6)
     # two close peaks: the sum is clipped to 1
     target = gaussian_splat_targets(_t([0, 1.0, 0.6, 1.0, 0]), prominence=0.2, min_sigma=1.0)
     assert target.max() == 1.0 and target[2] == 1.0
@@ -194,6 +200,21 @@ def test_tgs_loss_hand_computed_detached_and_videos_without_a_target_left_out():
     ref.backward()
     torch.testing.assert_close(scores.grad[:2, :3], ref_scores.grad)
     assert float(scores.grad[:, 3].abs().sum()) == 0.0 and float(scores.grad[2].abs().sum()) == 0.0
+
+
+def test_tgs_support_counts_only_the_splats_extent_in_anomalous_videos():
+    scores = _t([[0.2, 0.8, 0.2, 0.1, 0.1], [0.1, 0.2, 0.3, 0.2, 0.1]])
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    labels = _t([1, 0])
+    loss = tgs_loss(scores, mask, labels, prominence=0.2, min_sigma=1.0, support=0.5)
+    # The splat at t=1 (sigma 1): exp(-0.5) = 0.61 at t = 0 and 2 (counted), 0.14 and 0.01 at
+    # t = 3 and 4 (below 0.5: left out); the normal video keeps all five zeros.
+    y = np.array([math.exp(-0.5), 1.0, math.exp(-0.5)])
+    p = np.array([0.2, 0.8, 0.2])
+    bce_anom = -(y * np.log(p) + (1 - y) * np.log(1 - p)).mean()
+    bce_norm = -np.log(1 - np.array([0.1, 0.2, 0.3, 0.2, 0.1])).mean()
+    assert float(loss) == pytest.approx((bce_anom + bce_norm) / 2, rel=1e-5)
+    assert float(tgs_loss(scores, mask, labels, 0.2, 1.0)) != pytest.approx(float(loss), rel=1e-3)
 
 
 def test_topk_mean():
