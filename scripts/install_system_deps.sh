@@ -14,6 +14,8 @@
 #                               depends on it (and on base/good) anyway
 #   chromium                    the headless browser Playwright drives (executable_path): the
 #                               wheel's `playwright install` cannot download browsers here
+#   mosquitto                   the MQTT broker the MQTT sink's tests publish to (started by
+#                               the test on 127.0.0.1, never as a system service)
 # filesrc is in libgstreamer1.0-0 (pulled in by all of the above).
 # No plugins-ugly/libav: the file's H.264 is served as is, never decoded or re-encoded.
 set -euo pipefail
@@ -25,6 +27,7 @@ PACKAGES=(
     gstreamer1.0-plugins-good
     gstreamer1.0-plugins-bad
     chromium
+    mosquitto
 )
 
 missing=()

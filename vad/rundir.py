@@ -12,6 +12,8 @@ Layout of a ``vad score`` run::
     <run>/run.log               the job's log, including tracebacks of unexpected failures
     <run>/snapshots/<event>.jpg the live monitor: each event's peak frame (its region drawn)
     <run>/clips/<event>.mp4     the live monitor: each event with its pre/post seconds
+                                (both kept for N days / under a size cap per camera: prune_media)
+    <run>/events.jsonl.<n>      rotated parts of events.jsonl (rotate_events), .1 the newest
     <run>/health.json           the live monitor: last per-camera state (as /healthz)
     <run>/report.html           the HTML report (`vad report`): summary, videos, events, evaluation
     <run>/report/               its per-video pages, thumbnails and the one Plotly.js they share
@@ -27,6 +29,8 @@ import csv
 import io
 import json
 import logging
+import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -134,6 +138,57 @@ class RunDir:
     def clip_path(self, event_id: str) -> Path:
         """MP4 clip of an event with its pre/post seconds (live monitor)."""
         return self.root / "clips" / f"{self._file_id(event_id)}.mp4"
+
+    def camera_media(self, camera: str) -> list[Path]:
+        """One camera's clips and snapshots (files named ``<camera>_<frame>``), oldest first."""
+        pattern = re.compile(re.escape(self._file_id(camera)) + r"_\d+\.(mp4|jpg)")
+        files = [f for d in ("clips", "snapshots") if (self.root / d).is_dir()
+                 for f in (self.root / d).iterdir() if f.is_file() and pattern.fullmatch(f.name)]
+        return sorted(files, key=lambda f: (f.stat().st_mtime, f.name))
+
+    def prune_media(self, camera: str, *, max_age_s: float | None = None, max_bytes: int | None = None,
+                    now: float | None = None) -> list[Path]:
+        """Retention for one camera: delete its clips and snapshots older than ``max_age_s``,
+        then the oldest until the rest fit in ``max_bytes``; returns what was deleted (logged)."""
+        now = time.time() if now is None else now
+        files = [(f, f.stat()) for f in self.camera_media(camera)]
+        deleted: list[Path] = []
+        total = sum(st.st_size for _, st in files)
+        for f, st in files:  # oldest first
+            too_old = max_age_s is not None and now - st.st_mtime > max_age_s
+            too_big = max_bytes is not None and total > max_bytes
+            if not (too_old or too_big):
+                continue
+            try:
+                f.unlink()
+            except FileNotFoundError:
+                pass
+            total -= st.st_size
+            deleted.append(f)
+        if deleted:
+            logger.info("retention %s: deleted %d file(s) (%s ... %s), %d bytes kept", camera, len(deleted),
+                        deleted[0].name, deleted[-1].name, total)
+        return deleted
+
+    def rotate_events(self, max_bytes: int, keep: int = 5) -> Path | None:
+        """Rotate ``events.jsonl`` once it exceeds ``max_bytes``: ``events.jsonl.1`` is the
+        newest old part, ``.<keep>`` the oldest kept (older parts are deleted). Returns the
+        new ``.1`` or None when no rotation was due. The writer reopens the file after this."""
+        path = self.events_path
+        if not path.exists() or path.stat().st_size <= max_bytes:
+            return None
+        oldest = path.with_name(f"{path.name}.{keep}")
+        if oldest.exists():
+            oldest.unlink()
+            logger.info("retention: deleted %s", oldest.name)
+        for i in range(keep - 1, 0, -1):
+            part = path.with_name(f"{path.name}.{i}")
+            if part.exists():
+                part.replace(path.with_name(f"{path.name}.{i + 1}"))
+        first = path.with_name(f"{path.name}.1")
+        path.replace(first)
+        logger.info("retention: rotated %s (over %d bytes)", path.name, max_bytes)
+        return first
 
     @property
     def rules_path(self) -> Path:

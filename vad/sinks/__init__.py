@@ -5,7 +5,8 @@ A sink is a context manager that receives, per source (a video or a camera):
 * ``begin(meta)`` when the source starts;
 * ``scores(source_id, first_frame, scores)`` as frame scores become known (in order);
 * ``event(update)`` for each event lifecycle update (new / update / end);
-* ``end(source_id, info)`` when the source is done; returns the files it wrote, by name.
+* ``end(source_id, info)`` when the source is done; returns the files it wrote, by name;
+* ``notice(payload)`` for a live camera's state notices (``vad.sinks.alerts``).
 
 :class:`SinkSet` fans out to several sinks and isolates them: a sink that raises is logged and
 recorded in ``errors`` and never stops scoring or another sink. A job decides what a failed
@@ -29,7 +30,18 @@ from vad.rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EventLogSink", "PlotSink", "ScoreCSVSink", "Sink", "SinkError", "SinkSet", "SourceMeta"]
+__all__ = ["EventLogSink", "PlotSink", "ScoreCSVSink", "Sink", "SinkError", "SinkSet", "SourceMeta",
+           "event_payload"]
+
+ALERT_SCHEMA = 1  # bump when event_payload's fields change meaning
+
+
+def event_payload(update: EventUpdate, camera: str | None = None) -> dict[str, Any]:
+    """The one JSON form of an event update that alert sinks (webhook, MQTT) send: the update's
+    kind, the source (``camera``: the camera's name; defaults to the event's source id), and the
+    event as :meth:`Event.to_dict` writes it."""
+    return {"schema": ALERT_SCHEMA, "type": update.kind, "camera": camera or update.event.source_id,
+            "event": update.event.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,9 @@ class Sink:
 
     def end(self, source_id: str, info: dict[str, Any]) -> dict[str, Path]:
         return {}
+
+    def notice(self, payload: dict[str, Any]) -> None:
+        """A camera notice (``type``: state / degraded / recovered; see vad.sinks.alerts)."""
 
     def close(self) -> None:
         pass
@@ -225,6 +240,10 @@ class SinkSet:
         for s in self.sinks:
             outputs.update(self._call(s, "end", source_id, s.end, source_id, info or {}) or {})
         return outputs
+
+    def notice(self, payload: dict[str, Any]) -> None:
+        for s in self.sinks:
+            self._call(s, "notice", str(payload.get("camera", "")), s.notice, payload)
 
     def errors_of(self, source_id: str) -> list[SinkError]:
         return [e for e in self.errors if e.source_id == source_id]
