@@ -29,6 +29,7 @@ import csv
 import io
 import json
 import logging
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -141,17 +142,20 @@ class RunDir:
 
     def camera_media(self, camera: str) -> list[Path]:
         """One camera's clips and snapshots (files named ``<camera>_<frame>``), oldest first."""
+        return [f for f, _ in self._camera_media_stats(camera)]
+
+    def _camera_media_stats(self, camera: str) -> list[tuple[Path, os.stat_result]]:
         pattern = re.compile(re.escape(self._file_id(camera)) + r"_\d+\.(mp4|jpg)")
-        files = [f for d in ("clips", "snapshots") if (self.root / d).is_dir()
-                 for f in (self.root / d).iterdir() if f.is_file() and pattern.fullmatch(f.name)]
-        return sorted(files, key=lambda f: (f.stat().st_mtime, f.name))
+        found = [(f, f.stat()) for d in ("clips", "snapshots") if (self.root / d).is_dir()
+                 for f in (self.root / d).iterdir() if pattern.fullmatch(f.name) and f.is_file()]
+        return sorted(found, key=lambda fs: (fs[1].st_mtime, fs[0].name))
 
     def prune_media(self, camera: str, *, max_age_s: float | None = None, max_bytes: int | None = None,
                     now: float | None = None) -> list[Path]:
         """Retention for one camera: delete its clips and snapshots older than ``max_age_s``,
         then the oldest until the rest fit in ``max_bytes``; returns what was deleted (logged)."""
         now = time.time() if now is None else now
-        files = [(f, f.stat()) for f in self.camera_media(camera)]
+        files = self._camera_media_stats(camera)  # one stat per file
         deleted: list[Path] = []
         total = sum(st.st_size for _, st in files)
         for f, st in files:  # oldest first

@@ -139,7 +139,8 @@ class GSMoEConfig:
             raise ValueError("loss weights must be >= 0")
         if self.tgs_min_sigma <= 0 or not 0.0 <= self.tgs_prominence <= 1.0 or self.tgs_warmup_epochs < 0 \
                 or not 0.0 <= self.tgs_support <= 1.0 or self.tgs_max_peaks < 0:
-            raise ValueError("need tgs_min_sigma > 0, tgs_prominence and tgs_support in [0, 1], tgs_warmup_epochs >= 0")
+            raise ValueError("need tgs_min_sigma > 0, tgs_prominence and tgs_support in [0, 1], "
+                             "tgs_warmup_epochs >= 0 and tgs_max_peaks >= 0")
 
 
 class GSMoEOutput(NamedTuple):

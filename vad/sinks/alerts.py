@@ -67,7 +67,6 @@ class AlertGate(Sink):
         self.rules = rules or AlertRules()
         self.clock = clock
         self.counts = {"alerted": 0, "short": 0, "cooled": 0, "notices": 0, "suppressed_states": 0}
-        self._held: dict[str, EventUpdate] = {}  # event id -> its newest update, not yet alerted
         self._alerted: set[str] = set()
         self._dropped: set[str] = set()  # cooled events: their later updates are dropped too
         self._cooldown_until = float("-inf")
@@ -103,7 +102,6 @@ class AlertGate(Sink):
             logger.info("%s: event %s in the cooldown: not alerted", self.camera, eid)
             return
         if ev.end_s - ev.start_s >= self.rules.min_duration_s:
-            self._held.pop(eid, None)
             self._alerted.add(eid)
             self.counts["alerted"] += 1
             self.sinks.event(EventUpdate("new", ev))
@@ -112,11 +110,8 @@ class AlertGate(Sink):
                 self._alerted.discard(eid)
                 self._cooldown_until = now + self.rules.cooldown_s
             return
-        if update.kind == "end":
-            self._held.pop(eid, None)
+        if update.kind == "end":  # ended before it lasted min_duration_s
             self.counts["short"] += 1
-            return
-        self._held[eid] = update
 
     # ------------------------------------------------------------------ camera state
     def camera_state(self, state: str, detail: str = "") -> None:
