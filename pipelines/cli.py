@@ -101,8 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Score live streams (rtsp://, rtsps://, http(s)://, devices, or files with "
                          "--loop/--pace) with the same heads and events as `vad score`. Runs until SIGTERM/SIGINT "
                          "(or --duration).")
-    mon.add_argument("cameras", nargs="+", metavar="[NAME=]URL",
-                     help="streams; NAME= names the camera in outputs (default: its host and path, no credentials)")
+    mon.add_argument("cameras", nargs="*", metavar="[NAME=]URL",
+                     help="streams; NAME= names the camera in outputs (default: its host and path, no credentials). "
+                     "Or none, and a camera fleet file: --config cameras.yaml (a YAML with a top-level `cameras`: "
+                     "per-camera settings, alert sinks, retention; SIGHUP reloads it)")
     mon.add_argument("--out", type=Path, help="output directory (default: a new timestamped folder under runs/)")
     mon.add_argument("--reference", help="normal footage of the camera(s) to fit the head on (default: learn "
                      "each camera's first monitor.reference_seconds, then freeze)")
@@ -117,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     mon.add_argument("--duration", type=float, help="stop after this many seconds (default: run until stopped)")
     mon.add_argument("--explain", action="store_true", help="explain every ended event (explain.backend) before "
                      "its end record is written")
+    mon.add_argument("--ray-address", help="spread the cameras over this Ray cluster, one actor per camera "
+                     "(restarted by Ray when it dies); --out must be on storage every node sees")
     mon.add_argument("--loop", action="store_true", help="file inputs: start again at the end")
     mon.add_argument("--pace", action="store_true", help="file inputs: play at their frame rate, as a camera")
     _add_config_args(mon)
@@ -334,9 +338,31 @@ def cmd_score(args: argparse.Namespace) -> int:
     return _report_score(summary, out_dir, job.report_path)
 
 
+def _split_fleet_config(files: list[str]) -> tuple[list[str], list[str]]:
+    """``--config`` files of `vad monitor`: (score configs, camera fleets); a fleet file is a
+    YAML whose top level has ``cameras`` (pipelines/cameras.py), which a score config never has."""
+    import yaml
+
+    score, fleets = [], []
+    for path in files:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                top = yaml.safe_load(fh)
+        except (OSError, yaml.YAMLError):
+            top = None  # reported by the config loader, with the file's name
+        (fleets if isinstance(top, dict) and "cameras" in top else score).append(path)
+    return score, fleets
+
+
 def cmd_monitor(args: argparse.Namespace) -> int:
     from pipelines.monitor import MonitorError, parse_camera, run_monitor
 
+    args.config, fleets = _split_fleet_config(args.config)
+    if len(fleets) > 1 or (fleets and args.cameras) or not (fleets or args.cameras):
+        setup_logging(args.verbose)
+        logger.error("give the cameras either as [NAME=]URL arguments or in one cameras.yaml (--config), "
+                     "got %d URL(s) and %d camera file(s)", len(args.cameras), len(fleets))
+        return EXIT_JOB_ERROR
     overrides = []
     if args.reference:
         overrides.append(f"head.reference={json.dumps(args.reference)}")
@@ -348,6 +374,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         overrides.append(f"monitor.http_host={json.dumps(args.http_host)}")
     if args.explain:
         overrides.append("explain.enabled=true")
+    if args.ray_address:
+        overrides.append(f"pipeline.ray_address={json.dumps(args.ray_address)}")
     stream = {}
     if args.analysis_fps is not None:
         stream["analysis_fps"] = args.analysis_fps
@@ -364,7 +392,13 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         cfg.monitor.http_token = args.http_token  # set here, not as an override: overrides may be logged
     try:
         cameras = [parse_camera(c) for c in args.cameras]
-        return run_monitor(cfg, cameras, out_dir, duration=args.duration)
+        spread = None
+        if cfg.pipeline.ray_address:
+            from pipelines.monitor_ray import spread_monitor
+
+            spread = spread_monitor(cameras)
+        return run_monitor(cfg, cameras, out_dir, duration=args.duration, fleet_path=fleets[0] if fleets else None,
+                           spread=spread)
     except MonitorError as err:
         logger.error("%s", err)
         return EXIT_JOB_ERROR

@@ -110,7 +110,10 @@ class EventFeed(Sink):
         return self._closed
 
     def event(self, update: EventUpdate) -> None:
-        record = {"video_id": update.event.source_id, **update.event.to_dict(), "update": update.kind}
+        self.add_record({"video_id": update.event.source_id, **update.event.to_dict(), "update": update.kind})
+
+    def add_record(self, record: dict[str, Any]) -> None:
+        """One events.jsonl record (a monitor spread over Ray feeds the lines its actors wrote)."""
         with self._cond:
             self._seq += 1
             self._log.append((self._seq, record))

@@ -42,7 +42,8 @@ import cv2
 import numpy as np
 
 from pipelines.dashboard import Dashboard, EventFeed, resolve_token
-from vad.config import ScoreConfig, to_dict
+from pipelines.cameras import Fleet, RetentionRules, load_fleet
+from vad.config import ConfigError, ScoreConfig, to_dict
 from vad.events import EventRules, EventUpdate
 from vad.explain import EventExplainer
 from vad.fsutil import write_json_atomic
@@ -51,7 +52,8 @@ from vad.io import resize_short_side
 from vad.io.stream import StreamOptions, StreamSource, redact_url
 from vad.rundir import RunDir
 from vad.scoring import StreamScorer
-from vad.sinks import EventLogSink, SinkSet
+from vad.sinks import EventLogSink, Sink, SinkSet
+from vad.sinks.alerts import AlertGate
 
 logger = logging.getLogger(__name__)
 
@@ -108,14 +110,31 @@ class MonitorMetrics:
         self.queue_depth = Gauge("vad_queue_depth", "Frames waiting for the scorer", label, registry=self.registry)
         self.last_score = Gauge("vad_last_score", "Last frame score", label, registry=self.registry)
         self.up = Gauge("vad_stream_live", "1 while the stream is live", label, registry=self.registry)
-        self._seen: dict[tuple[int, str], float] = {}
+        sink = ["sink"]
+        self.sink_sent = Counter("vad_sink_sent", "Alerts an alert sink delivered", sink, registry=self.registry)
+        self.sink_dropped = Counter("vad_sink_dropped", "Alerts an alert sink dropped (queue full, or left at "
+                                    "shutdown)", sink, registry=self.registry)
+        self.sink_failed = Counter("vad_sink_failed", "Alerts an alert sink gave up on (retries spent, or refused)",
+                                   sink, registry=self.registry)
+        self.sink_retries = Counter("vad_sink_retries", "Delivery retries of an alert sink", sink,
+                                    registry=self.registry)
+        self.alerts = Counter("vad_alerts", "Alert gate outcomes: alerted, short (under min_duration_s), cooled "
+                              "(in the cooldown), notices", ["camera", "outcome"], registry=self.registry)
+        self.degraded = Gauge("vad_camera_degraded", "1 while a camera is reported degraded (flapping)", label,
+                              registry=self.registry)
+        self.retention_deleted = Counter("vad_retention_deleted_files", "Clips and snapshots deleted by retention",
+                                         label, registry=self.registry)
+        self._seen: dict[tuple[int, tuple[str, ...], int], float] = {}
 
-    def count_to(self, counter: Any, camera: str, total: float) -> None:
-        """Advance a counter to a running total kept elsewhere (the source's own counters)."""
-        key = (id(counter), camera)
+    def count_to(self, counter: Any, labels: str | tuple[str, ...], total: float, source: Any = None) -> None:
+        """Advance a counter to a running total kept elsewhere (the source's own counters);
+        ``source`` is what keeps that total: one replaced by a new one (a camera restarted by a
+        reload, a rebuilt sink) counts on from zero without the counter going back."""
+        labels = (labels,) if isinstance(labels, str) else tuple(labels)
+        key = (id(counter), labels, id(source))
         delta = total - self._seen.get(key, 0.0)
         if delta > 0:
-            counter.labels(camera).inc(delta)
+            counter.labels(*labels).inc(delta)
             self._seen[key] = total
 
 
@@ -206,10 +225,17 @@ class CameraMonitor:
     def __init__(self, camera: Camera, cfg: ScoreConfig, run: RunDir, sinks: SinkSet, sink_lock: threading.Lock,
                  head: Head, metrics: MonitorMetrics | None = None,
                  embed: Callable[[list[Any]], list[np.ndarray]] | None = None, spec: Any = None,
-                 explainer: EventExplainer | None = None, explain_pool: Any = None) -> None:
+                 explainer: EventExplainer | None = None, explain_pool: Any = None,
+                 alerts: AlertGate | None = None, retention: RetentionRules | None = None) -> None:
         """``explainer``: explains every ended event before its end record is written, on
-        ``explain_pool`` (an executor shared by the cameras), never on the scorer thread."""
+        ``explain_pool`` (an executor shared by the cameras), never on the scorer thread.
+        ``alerts``: the camera's alert gate (cameras.yaml ``sinks``/``alerts``), handed every
+        event record and the stream's state; ``retention``: what :meth:`apply_retention` keeps."""
         self.camera, self.cfg, self.run, self.sinks, self.sink_lock = camera, cfg, run, sinks, sink_lock
+        self.alerts, self.retention = alerts, retention
+        self._alert_state: str | None = None
+        self._failures_seen = 0
+        self.retention_deleted = 0
         self.explainer, self.explain_pool = explainer, explain_pool
         self._rule_learner: Any = None
         m = cfg.monitor
@@ -278,17 +304,51 @@ class CameraMonitor:
         if self.metrics is None:
             return
         m, c, s = self.metrics, self.camera.name, self.source.stats
-        m.count_to(m.frames_in, c, s.frames_in)
-        m.count_to(m.frames_scored, c, self.frames_scored)
-        m.count_to(m.dropped, c, self.source.dropped)
-        m.count_to(m.reconnects, c, s.reconnects)
-        m.count_to(m.failures, c, s.failures)
-        m.count_to(m.stalls, c, s.stalls)
-        m.count_to(m.events, c, self.events_ended)
+        m.count_to(m.frames_in, c, s.frames_in, self)
+        m.count_to(m.frames_scored, c, self.frames_scored, self)
+        m.count_to(m.dropped, c, self.source.dropped, self)
+        m.count_to(m.reconnects, c, s.reconnects, self)
+        m.count_to(m.failures, c, s.failures, self)
+        m.count_to(m.stalls, c, s.stalls, self)
+        m.count_to(m.events, c, self.events_ended, self)
         m.queue_depth.labels(c).set(len(self.source.queue))
         m.up.labels(c).set(1.0 if self.source.state == "live" else 0.0)
         if self.last_score is not None:
             m.last_score.labels(c).set(self.last_score)
+        if self.alerts is not None:
+            for outcome in ("alerted", "short", "cooled", "notices"):
+                m.count_to(m.alerts, (c, outcome), self.alerts.counts[outcome], self.alerts)
+            m.degraded.labels(c).set(1.0 if self.alerts.degraded else 0.0)
+        m.count_to(m.retention_deleted, c, self.retention_deleted, self)
+
+    # -- operations (called by the monitor's loop, not the scorer thread) -----------------------
+    def poll_alerts(self) -> None:
+        """Hand the stream's state to the alert gate (a flapping camera becomes one degraded
+        notice there). Polled, so an outage shorter than a poll shows in the failure count
+        rather than the state: that counts as a loss and a return."""
+        if self.alerts is None:
+            return
+        state = {"live": "live", "stalled": "stalled", "reconnecting": "reconnecting",
+                 "connecting": "offline" if self._alert_state in (None, "offline") else "reconnecting"}.get(
+            self.source.state)
+        failures = self.source.stats.failures
+        with self.sink_lock:
+            if state == "live" and self._alert_state == "live" and failures > self._failures_seen:
+                self.alerts.camera_state("reconnecting", "a short outage between two polls")
+            if state is not None:
+                self.alerts.camera_state(state, self.source.stats.last_error or "")
+                self._alert_state = state
+            self.alerts.tick()
+        self._failures_seen = failures
+
+    def apply_retention(self, now: float | None = None) -> int:
+        """Delete this camera's clips and snapshots past its retention rules; how many went."""
+        r = self.retention
+        if r is None or not r.active:
+            return 0
+        deleted = self.run.prune_media(self.camera.name, max_age_s=r.max_age_s, max_bytes=r.max_bytes, now=now)
+        self.retention_deleted += len(deleted)
+        return len(deleted)
 
     # -- the scorer thread ---------------------------------------------------------------------
     def _run(self) -> None:
@@ -464,6 +524,8 @@ class CameraMonitor:
     def _emit(self, u: EventUpdate) -> None:
         with self.sink_lock:
             self.sinks.event(u)
+            if self.alerts is not None:  # only enqueues (webhook) or hands to paho's thread (MQTT)
+                self.alerts.event(u)
         self._log.info("event %s %s (peak %.2f)", u.kind, u.event.event_id, u.event.peak_score)
 
 
@@ -471,9 +533,14 @@ class Monitor:
     """Several cameras in one process; one event log, one metrics registry, one HTTP server."""
 
     def __init__(self, cameras: Sequence[Camera], cfg: ScoreConfig, out: str | Path,
-                 head_for: Callable[[Camera], tuple[Head, Any, Any]], explainer: EventExplainer | None = None) -> None:
+                 head_for: Callable[[Camera], tuple[Head, Any, Any]], explainer: EventExplainer | None = None,
+                 fleet: Fleet | None = None, health_file: bool = True) -> None:
         """``explainer``: with ``--explain``, the shared backend and the job's rules (None: each
-        camera induces its rules while it learns)."""
+        camera induces its rules while it learns). ``fleet``: a cameras.yaml (its cameras
+        replace ``cameras``; each runs with its own config, alert gate and retention).
+        ``health_file``: write <out>/health.json (not in a camera actor: its driver does)."""
+        if fleet is not None:
+            cameras = [Camera(p.url, p.name) for p in fleet.cameras.values()]
         names = [c.name for c in cameras]
         if len(set(names)) != len(names):
             raise MonitorError(f"camera names must be unique, got {names} (name them: NAME=URL)")
@@ -481,6 +548,7 @@ class Monitor:
         if unknown:
             raise MonitorError(f"monitor.cameras names {unknown}, which are not among the cameras {names}")
         self.cfg = cfg
+        self.out = Path(out)
         self.run = RunDir(out)
         self.run.create()
         self.metrics = MonitorMetrics()
@@ -494,16 +562,131 @@ class Monitor:
 
             # one explanation at a time: backends (a model, a server) are shared by the cameras
             self.explain_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="explain")
-        self.cameras = []
-        for cam in cameras:
-            head, embed, spec = head_for(cam)
-            own = None if explainer is None else EventExplainer(explainer.backend, explainer.rules, explainer.cfg,
-                                                                explainer.offline)
-            self.cameras.append(CameraMonitor(cam, cfg, self.run, self.sinks, self._lock, head, self.metrics,
-                                              embed=embed, spec=spec, explainer=own, explain_pool=self.explain_pool))
+        self.explainer = explainer
+        self.head_for = head_for
+        self.fleet = fleet
+        #: the alert sinks of the fleet, by name (shared by the cameras that name them)
+        self.alert_sinks: dict[str, Sink] = {}
+        if fleet is not None:
+            try:
+                self.alert_sinks = fleet.build_sinks({n for p in fleet.cameras.values() for n in p.sinks})
+            except ConfigError as err:
+                raise MonitorError(str(err)) from None
+        self.cameras: list[CameraMonitor] = []
+        try:
+            self.cameras = [self._camera(cam) for cam in cameras]
+        except BaseException:
+            self._close_alert_sinks(self.alert_sinks)
+            raise
         self.dashboard: Dashboard | None = None
         self._stopped = threading.Event()
+        self.health_file = health_file
         self._last_health = 0.0
+        self._last_retention = 0.0
+
+    def _camera(self, cam: Camera) -> CameraMonitor:
+        """One camera's monitor (not started), with its fleet plan when there is one."""
+        head, embed, spec = self.head_for(cam)
+        ex = self.explainer
+        own = None if ex is None else EventExplainer(ex.backend, ex.rules, ex.cfg, ex.offline)
+        plan = None if self.fleet is None else self.fleet.cameras[cam.name]
+        cfg, gate, retention = self.cfg, None, None
+        if plan is not None:
+            cfg, retention = plan.cfg, plan.retention
+            gate = AlertGate(cam.name, [self.alert_sinks[n] for n in plan.sinks], plan.alerts)
+        return CameraMonitor(cam, cfg, self.run, self.sinks, self._lock, head, self.metrics, embed=embed, spec=spec,
+                             explainer=own, explain_pool=self.explain_pool, alerts=gate, retention=retention)
+
+    # -- operations -----------------------------------------------------------------------------
+    def tick(self, now: float | None = None) -> None:
+        """The periodic work of the monitor's loop: camera states to the alert gates, sink
+        counters to the metrics, retention every ``retention_check_s`` (fleet only)."""
+        now = time.time() if now is None else now
+        cameras = list(self.cameras)
+        for c in cameras:
+            c.poll_alerts()
+        m = self.metrics
+        for name, sink in self.alert_sinks.items():
+            counts = sink.counters()
+            for key, counter in (("sent", m.sink_sent), ("dropped", m.sink_dropped), ("failed", m.sink_failed),
+                                 ("retries", m.sink_retries)):
+                if key in counts:
+                    m.count_to(counter, name, counts[key], sink)
+        if self.fleet is not None and now - self._last_retention >= self.fleet.retention_check_s:
+            self._last_retention = now
+            self.apply_retention(now)
+
+    def apply_retention(self, now: float | None = None) -> int:
+        """Retention now: each camera's clips and snapshots, then the event log's rotation."""
+        deleted = 0
+        for c in list(self.cameras):
+            try:
+                deleted += c.apply_retention(now)
+            except OSError as err:
+                logger.warning("retention of %s failed: %s", c.camera.name, err)
+        log = None if self.fleet is None else self.fleet.events_log
+        if log is not None and log.max_mb is not None:
+            with self._lock:  # not between two lines of one event
+                try:
+                    self.run.rotate_events(int(log.max_mb * 1024 * 1024), log.keep)
+                except OSError as err:
+                    logger.warning("events.jsonl not rotated: %s", err)
+        return deleted
+
+    def reload(self, fleet: Fleet) -> dict[str, list[str]]:
+        """Apply a new cameras.yaml: cameras it removes or changes stop (their open events end,
+        clips are written), new and changed ones start, the others keep running untouched.
+        Changed sink definitions are rebuilt and every gate is pointed at the new ones."""
+        if self.fleet is None:
+            raise MonitorError("this monitor was not started from a cameras.yaml")
+        old = self.fleet
+        current = {c.camera.name: c for c in self.cameras}
+        removed = [n for n in current if n not in fleet.cameras]
+        changed = [n for n in current if n in fleet.cameras and
+                   (fleet.cameras[n].written != old.cameras[n].written or fleet.cameras[n].url != old.cameras[n].url)]
+        added = [n for n in fleet.cameras if n not in current]
+        old_sinks = self.alert_sinks
+        wanted = {n for p in fleet.cameras.values() for n in p.sinks}
+        rebuild = {n for n in wanted if n not in old_sinks or fleet.sinks[n] != old.sinks.get(n)}
+        try:
+            fresh = fleet.build_sinks(rebuild)
+        except ConfigError as err:
+            raise MonitorError(str(err)) from None
+        sinks = {**{n: s for n, s in old_sinks.items() if n in wanted and n not in rebuild}, **fresh}
+        self.fleet, self.alert_sinks = fleet, sinks
+        if isinstance(self.head_for, FleetHeads):
+            self.head_for.fleet = fleet
+        for name in removed + changed:
+            current[name].stop()
+        keep = [c for n, c in current.items() if n not in removed and n not in changed]
+        for c in keep:  # unchanged cameras: same monitor, the (possibly rebuilt) sinks
+            plan = fleet.cameras[c.camera.name]
+            with self._lock:
+                c.alerts.sinks = SinkSet([sinks[n] for n in plan.sinks])
+        started = []
+        for name in changed + added:
+            try:
+                cam = self._camera(Camera(fleet.cameras[name].url, name))
+            except (MonitorError, HeadError, ValueError) as err:
+                logger.error("reload: camera %s not started: %s", name, err)
+                continue
+            cam.start()
+            started.append(cam)
+        order = list(fleet.cameras)
+        self.cameras = sorted(keep + started, key=lambda c: order.index(c.camera.name))
+        self._close_alert_sinks({n: s for n, s in old_sinks.items() if sinks.get(n) is not s})
+        summary = {"added": added, "removed": removed, "changed": changed,
+                   "unchanged": [c.camera.name for c in keep], "sinks_rebuilt": sorted(rebuild)}
+        logger.info("reloaded %s: %s", fleet.path, summary)
+        return summary
+
+    @staticmethod
+    def _close_alert_sinks(sinks: dict[str, Sink]) -> None:
+        for name, sink in sinks.items():
+            try:
+                sink.close()
+            except Exception as err:  # noqa: BLE001 - closing one sink never stops the others
+                logger.warning("alert sink %s did not close cleanly: %s", name, err)
 
     @property
     def http_port(self) -> int | None:
@@ -538,11 +721,12 @@ class Monitor:
         while not self._stopped.wait(min(every, 0.5)):
             if until is not None and until():
                 break
+            self.tick()
             self._write_health(every)
 
     def _write_health(self, every: float) -> None:
         now = time.time()
-        if now - self._last_health >= every:
+        if self.health_file and now - self._last_health >= every:
             self._last_health = now
             try:
                 write_json_atomic(self.run.health_path, self.health())
@@ -562,6 +746,7 @@ class Monitor:
             self.dashboard.stop()  # after the last records: the event streams deliver them, then end
         self._write_health(0.0)
         self.sinks.close()
+        self._close_alert_sinks(self.alert_sinks)  # after the last events: they flush what is queued
 
 
 def build_explainer_for(cfg: ScoreConfig, out: Path) -> EventExplainer | None:
@@ -631,8 +816,33 @@ def build_heads(cfg: ScoreConfig, out: Path) -> Callable[[Camera], tuple[Head, A
     return head_for
 
 
-def run_monitor(cfg: ScoreConfig, cameras: Sequence[Camera], out: str | Path, *, duration: float | None = None) -> int:
-    """``vad monitor``: run until SIGTERM/SIGINT (or ``duration`` seconds); 0 after a clean stop."""
+class FleetHeads:
+    """``head_for`` of a fleet: :func:`build_heads` once per distinct head setting (saved head,
+    reference footage, head and feature keys), shared by the cameras that have it."""
+
+    def __init__(self, fleet: Fleet, out: Path) -> None:
+        self.fleet, self.out = fleet, out
+        self._built: dict[str, Callable[[Camera], tuple[Head, Any, Any]]] = {}
+
+    def __call__(self, camera: Camera) -> tuple[Head, Any, Any]:
+        import json
+
+        cfg = self.fleet.cameras[camera.name].cfg
+        key = json.dumps([to_dict(cfg.head), to_dict(cfg.features), to_dict(cfg.io), cfg.monitor.reference_seconds],
+                         sort_keys=True, default=str)
+        if key not in self._built:
+            self._built[key] = build_heads(cfg, self.out)
+        return self._built[key](camera)
+
+
+def run_monitor(cfg: ScoreConfig, cameras: Sequence[Camera], out: str | Path, *, duration: float | None = None,
+                fleet_path: str | Path | None = None, spread: Callable[[Fleet | None, ScoreConfig, Path], Any] | None = None
+                ) -> int:
+    """``vad monitor``: run until SIGTERM/SIGINT (or ``duration`` seconds); 0 after a clean stop.
+    With ``fleet_path`` (a cameras.yaml) its cameras run, and SIGHUP reloads it: a file that no
+    longer checks out is logged and the running cameras go on as they were. ``spread``: builds
+    the monitor that spreads the cameras over Ray (``pipelines.monitor_ray.spread_monitor``;
+    given by the caller, which keeps this module below that one)."""
     import signal
 
     out = Path(out)
@@ -642,23 +852,56 @@ def run_monitor(cfg: ScoreConfig, cameras: Sequence[Camera], out: str | Path, *,
     if config["monitor"].get("http_token"):
         config["monitor"]["http_token"] = "***"  # a secret: never in the run's files
     run.write_config(config)
-    monitor = Monitor(cameras, cfg, out, build_heads(cfg, out), build_explainer_for(cfg, out))
-    stop = threading.Event()
+    fleet = None
+    if fleet_path is not None:
+        try:
+            fleet = load_fleet(fleet_path, cfg)
+        except ConfigError as err:
+            raise MonitorError(str(err)) from None
+    monitor: Any
+    if spread is not None:  # the cameras over a Ray cluster (pipelines.monitor_ray), one actor each
+        if cfg.explain.enabled:
+            raise MonitorError("--explain is not available with --ray-address yet (known limits)")
+        monitor = spread(fleet, cfg, out)
+    else:
+        head_for = FleetHeads(fleet, out) if fleet is not None else build_heads(cfg, out)
+        monitor = Monitor(cameras, cfg, out, head_for, build_explainer_for(cfg, out), fleet=fleet)
+    stop, reload = threading.Event(), threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
         logger.info("signal %d: stopping (open events end, clips and logs are flushed)", signum)
         stop.set()
 
+    def on_hangup(signum: int, _frame: Any) -> None:
+        reload.set()
+
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    if fleet is not None:
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
     t_end = None if duration is None else time.time() + duration
     try:
         monitor.start()
-        names = ", ".join(c.name for c in cameras)
+        for s in (signal.SIGTERM, signal.SIGINT):  # again: ray.init (--ray-address) installs its own
+            signal.signal(s, on_signal)
+        names = ", ".join(c.camera.name for c in monitor.cameras)
         # the port is the text after the last ":" (tests and scripts parse it)
         web = monitor.dashboard
-        print(f"monitoring {len(cameras)} camera(s): {names}; outputs: {out}"
+        print(f"monitoring {len(monitor.cameras)} camera(s): {names}; outputs: {out}"
               + (f"; {web.url('/healthz')}, dashboard {web.url('/')}" if web is not None else ""), flush=True)
-        monitor.wait(lambda: stop.is_set() or (t_end is not None and time.time() >= t_end))
+        while True:
+            monitor.wait(lambda: stop.is_set() or reload.is_set() or (t_end is not None and time.time() >= t_end))
+            if not reload.is_set() or stop.is_set():
+                break
+            reload.clear()
+            if not isinstance(monitor, Monitor):
+                logger.error("reload refused: a monitor spread over Ray does not reload yet; restart it")
+                continue
+            try:
+                summary = monitor.reload(load_fleet(fleet_path, cfg))
+                print(f"reloaded {fleet_path}: " + "; ".join(f"{k}: {', '.join(v) or '-'}" for k, v in summary.items()),
+                      flush=True)
+            except (ConfigError, MonitorError) as err:
+                logger.error("reload refused, cameras unchanged: %s", err)
     finally:
         monitor.stop()
         for s, h in previous.items():

@@ -134,8 +134,16 @@ def test_scores(out: Path, lst: Path, labels: dict[str, np.ndarray]) -> tuple[fl
     return float(roc_auc(y, s)), float(average_precision_step(y, s))
 
 
+def test_curve(out: Path, lst: Path, labels: dict[str, np.ndarray]) -> list[float]:
+    """Test frame AUC of every epoch's checkpoint: a diagnosis of how a head's test score moves
+    while it trains (``--test-curve``), never used to select anything."""
+    return [round(float(roc_auc(*selected_model_frame_scores(d, lst, labels))), 4)
+            for d in sorted((out / "checkpoints").glob("epoch-*"))]
+
+
 def train_one(head: str, lst: Path, gt: Path, out: Path, seed: int, args: argparse.Namespace) -> dict:
-    sets = [f"train.seed={seed}", "train.keep_checkpoints=1"]
+    keep = (args.epochs or 100_000) if args.test_curve else 1
+    sets = [f"train.seed={seed}", f"train.keep_checkpoints={keep}"]
     sets += [f"train.threads={args.threads}"] if args.threads else []
     sets += [f"train.epochs={args.epochs}"] if args.epochs else []
     cfg = load_config(TrainConfig, default_train_configs(head), sets + list(args.set or []))
@@ -180,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help="override every head's configured epochs")
     ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="extra config override for every head")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--test-curve", action="store_true",
+                    help="also score every epoch's checkpoint on the test split (diagnosis only; "
+                         "selection stays on validation data)")
     ap.add_argument("--data-seed", type=int, default=0)
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
@@ -203,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
                     out = folder / f"{head}_{seed}"
                     r = train_one(head, train_lst, gt, out, seed, args)
                     r["auc"], r["ap"] = test_scores(out, test_lst, test_labels)
+                    if args.test_curve:
+                        r["test_curve"] = test_curve(out, test_lst, test_labels)
+                        print(f"{name:<12} {head:<6} seed {seed}: test AUC by epoch (diagnosis) "
+                              f"{r['test_curve']}", flush=True)
                     runs.append(r)
                     print(f"{name:<12} {head:<6} seed {seed}: AUC {r['auc']:.4f} AP {r['ap']:.4f} "
                           f"(best epoch {r['best_epoch']}, {r['epoch_s']:.2f} s/epoch)", flush=True)

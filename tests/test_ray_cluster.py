@@ -87,3 +87,83 @@ def test_vad_score_on_a_two_node_cluster_uses_both_nodes_and_equals_local(tmp_pa
     for key in local:
         np.testing.assert_allclose(remote[key], local[key], atol=1e-5)
     assert (out / "events.jsonl").read_text() == (tmp_path / "local" / "events.jsonl").read_text()
+
+
+def _get_json(url: str) -> dict:
+    import urllib.error
+    import urllib.request
+
+    try:
+        return json.loads(urllib.request.urlopen(url, timeout=10).read())
+    except urllib.error.HTTPError as err:  # 503 while a camera is not live: the body still tells
+        return json.loads(err.read())
+
+
+def test_vad_monitor_spreads_cameras_over_both_nodes_and_ray_restarts_a_killed_one(tmp_path, cluster):
+    """Two cameras, one actor each, on the two nodes; the driver's /healthz and /metrics cover
+    both; SIGKILL of one actor's process: Ray restarts it and its camera scores again, while the
+    other camera's actor is untouched and kept scoring."""
+    import signal
+    import textwrap
+    import threading
+    import urllib.request
+
+    from tests.rtsp import write_h264
+    from tests.test_monitor import MON_SETS, walkway
+
+    ref = write_h264(tmp_path / "ref.mp4", walkway(200, seed=1), 10)
+    plain = write_h264(tmp_path / "plain.mp4", walkway(120, seed=4), 10)
+    path = tmp_path / "cameras.yaml"
+    path.write_text(textwrap.dedent(f"""
+        defaults: {{stream: {{loop: true, pace: true, analysis_fps: 10}}}}
+        cameras:
+          east: {{url: "{plain}"}}
+          west: {{url: "{plain}"}}
+    """))
+    out = tmp_path / "mon"
+    cmd = [sys.executable, "-m", "pipelines.cli", "monitor", "--config", str(path), "--ray-address", cluster[0],
+           "--http-port", "0", "--reference", str(ref), "--out", str(out), *MON_SETS, "--set", "head.save=false"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cluster[1])
+    lines: list[str] = []
+    threading.Thread(target=lambda: [lines.append(x) for x in proc.stdout], daemon=True).start()
+    try:
+        deadline = time.time() + 120
+        while not any("monitoring 2 camera(s)" in x for x in lines):
+            assert proc.poll() is None and time.time() < deadline, "".join(lines) + proc.stderr.read()
+            time.sleep(0.2)
+        line = [x for x in lines if "monitoring" in x][0]
+        port = line.split("/healthz")[0].rsplit(":", 1)[1]
+        base = f"http://127.0.0.1:{port}"
+
+        def cams() -> dict:
+            return _get_json(base + "/healthz")["cameras"]
+
+        def until(cond, timeout: float) -> bool:
+            end = time.time() + timeout
+            while time.time() < end:
+                if cond():
+                    return True
+                time.sleep(0.5)
+            return False
+
+        assert until(lambda: all(h["state"] == "live" and h["frames_scored"] > 20 for h in cams().values()), 180), cams()
+        first = cams()
+        assert len({h["node"] for h in first.values()}) == 2, first  # one camera on each node
+        metrics = urllib.request.urlopen(base + "/metrics", timeout=10).read().decode()
+        assert 'vad_frames_scored_total{camera="east"}' in metrics and 'vad_frames_scored_total{camera="west"}' in metrics
+        os.kill(first["east"]["pid"], signal.SIGKILL)
+        t_kill = time.time()
+        assert until(lambda: cams()["east"]["pid"] not in (None, first["east"]["pid"]), 120), cams()
+        assert until(lambda: cams()["east"]["state"] == "live" and cams()["east"]["frames_scored"] > 20, 120), cams()
+        after = cams()
+        assert after["east"]["restarts"] == 1
+        # the other camera: the same process all along, and it kept scoring (10/s) meanwhile
+        assert after["west"]["pid"] == first["west"]["pid"] and after["west"]["restarts"] == 0
+        assert after["west"]["frames_scored"] - first["west"]["frames_scored"] >= 5 * (time.time() - t_kill)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(120) == 0, proc.stderr.read()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    health = json.loads((out / "health.json").read_text())["cameras"]
+    assert set(health) == {"east", "west"}

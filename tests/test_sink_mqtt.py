@@ -5,87 +5,25 @@ camera notices and the retained state."""
 from __future__ import annotations
 
 import json
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt  # in the test extra: missing means a broken setup, not a skip
 import pytest
 
+from tests.alert_receivers import Subscriber, mosquitto
 from vad.events import Event, EventUpdate
 
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
 def broker(tmp_path):
-    if not Path(MOSQUITTO).exists():
-        pytest.fail("mosquitto is missing: run `make sysdeps` (scripts/install_system_deps.sh)")
-    port = _free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail(f"mosquitto exited: {proc.stderr.read().decode()[-500:]}")
-            time.sleep(0.05)
-    yield port
-    proc.terminate()
-    proc.wait(5)
-
-
-class Subscriber:
-    def __init__(self, port: int, topic: str = "#") -> None:
-        self.messages: list[tuple[str, str, bool]] = []
-        self._lock = threading.Lock()
-        self._ready = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-subscriber")
-        self.client.on_connect = lambda c, u, f, rc, p: (c.subscribe(topic, qos=1), self._ready.set())
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        assert self._ready.wait(5)
-        time.sleep(0.2)  # the SUBACK
-
-    def _on_message(self, client, userdata, msg) -> None:
-        with self._lock:
-            self.messages.append((msg.topic, msg.payload.decode(), bool(msg.retain)))
-
-    def wait_for(self, topic: str, payload: str | None = None, timeout: float = 10.0) -> tuple[str, str, bool]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                for m in self.messages:
-                    if m[0] == topic and (payload is None or m[1] == payload):
-                        return m
-            time.sleep(0.02)
-        raise AssertionError(f"no {payload or 'message'} on {topic}; got {self.messages}")
-
-    def on(self, topic: str) -> list[str]:
-        with self._lock:
-            return [m[1] for m in self.messages if m[0] == topic]
-
-    def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+    with mosquitto(tmp_path) as port:
+        yield port
 
 
 def _update(kind: str) -> EventUpdate:

@@ -3,57 +3,14 @@ retries on 500, no retry on 400, and a hanging receiver that never delays the ca
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from tests.alert_receivers import Receiver
 from vad.events import Event, EventUpdate
 from vad.sinks import SinkSet, event_payload
 from vad.sinks.webhook import WebhookSink
-
-
-class Receiver:
-    """A local HTTP server whose behaviour the test sets: ``ok``, ``fail500`` (then ok after
-    ``fail_first`` requests), ``refuse400`` or ``hang`` (until released)."""
-
-    def __init__(self, mode: str = "ok", fail_first: int = 0) -> None:
-        self.mode, self.fail_first = mode, fail_first
-        self.requests: list[tuple[dict, dict]] = []  # (headers, body)
-        self.attempts = 0
-        self.release = threading.Event()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                receiver.attempts += 1
-                if receiver.mode == "hang":
-                    receiver.release.wait(30)
-                if receiver.mode == "refuse400":
-                    self.send_response(400)
-                elif receiver.mode == "fail500" and receiver.attempts <= receiver.fail_first:
-                    self.send_response(500)
-                else:
-                    receiver.requests.append((dict(self.headers), body))
-                    self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

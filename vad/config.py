@@ -153,6 +153,7 @@ class MonitorConfig:
     # else none on loopback, else a new one written to <out>/http_token (0600)
     http_token: str | None = None
     health_every_s: float = 5.0  # <out>/health.json rewritten this often
+    ray_cpus: float = 1.0  # --ray-address: CPUs each camera's actor asks for (cameras per node = its CPUs / this)
 
 
 @dataclass
@@ -258,6 +259,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return dict(value)
     if tp is Any:
         return value
+    if origin is tuple:  # tuple[X, ...] only: a list in YAML
+        item_tp = typing.get_args(tp)[0]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
@@ -301,6 +307,30 @@ def from_dict(cls: type, data: Mapping[str, Any] | None, prefix: str = "") -> An
         raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where}; allowed: {', '.join(sorted(names))}")
     kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
     return cls(**kwargs)
+
+
+def kwargs_from_dict(fn: Any, data: Mapping[str, Any] | None, prefix: str = "",
+                     skip: Sequence[str] = ()) -> dict[str, Any]:
+    """Check a mapping against the keyword parameters of ``fn`` (a class: its ``__init__``) as
+    :func:`from_dict` checks a dataclass: unknown keys, missing required ones and wrong types
+    raise ConfigError naming the key. ``skip``: parameters the caller sets itself."""
+    import inspect
+
+    data = {} if data is None else data
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
+    target = fn.__init__ if isinstance(fn, type) else fn
+    params = {n: p for n, p in inspect.signature(target).parameters.items()
+              if n != "self" and n not in skip and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    hints = typing.get_type_hints(target)
+    unknown = sorted(set(data) - set(params))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {prefix or 'top level'}; "
+                          f"allowed: {', '.join(sorted(params))}")
+    missing = [n for n, p in params.items() if p.default is inspect.Parameter.empty and n not in data]
+    if missing:
+        raise ConfigError(f"{prefix or 'config'}: missing required key(s) {', '.join(missing)}")
+    return {k: _coerce(v, hints.get(k, Any), f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -121,6 +121,7 @@ __all__ = ["RTFMConfig", "RTFMHead", "RTFMOutput", "rtfm_loss", "top_k_by_magnit
 @dataclass
 class RTFMConfig:
     input_dim: int = 1024
+    width: int | None = None  # MTN width; the input is zero-padded to it (None: input_dim; the release: 2048)
     branch_dim: int | None = None  # channels of each MTN branch; None: input_dim // 4 (512 at 2048-d)
     hidden: tuple[int, ...] | None = None  # score head FC widths; None: (input_dim // 4, input_dim // 16)
     dilations: tuple[int, ...] = (1, 2, 4)
@@ -136,6 +137,11 @@ class RTFMConfig:
     def __post_init__(self) -> None:
         if self.input_dim < 1:
             raise ValueError(f"input_dim must be >= 1, got {self.input_dim}")
+        if self.width is None:
+            self.width = self.input_dim
+        self.width = int(self.width)
+        if self.width < self.input_dim:
+            raise ValueError(f"width must be >= input_dim ({self.input_dim}), got {self.width}")
         if self.branch_dim is None:
             self.branch_dim = max(1, self.input_dim // 4)
         if self.hidden is None:
@@ -157,7 +163,7 @@ class RTFMConfig:
 
 class RTFMOutput(NamedTuple):
     score: torch.Tensor  # (B, T) snippet scores in [0, 1], 0 at padding
-    features: torch.Tensor  # (B, T, D) MTN output (after dropout in training), 0 at padding
+    features: torch.Tensor  # (B, T, width) MTN output (after dropout in training), 0 at padding
     magnitude: torch.Tensor  # (B, T) L2 norm of ``features``
 
 
@@ -271,7 +277,7 @@ class RTFMHead(nn.Module):
         super().__init__()
         self.config = config or RTFMConfig()
         cfg = self.config
-        d, b = cfg.input_dim, cfg.branch_dim
+        d, b = cfg.width, cfg.branch_dim
         self.dilated = nn.ModuleList(nn.Conv1d(d, b, 3, padding=r, dilation=r) for r in cfg.dilations)
         self.dilated_norm = nn.ModuleList(nn.BatchNorm1d(b) for _ in cfg.dilations)
         self.local = nn.Conv1d(d, b, 1, bias=False)
@@ -291,9 +297,11 @@ class RTFMHead(nn.Module):
         nn.init.zeros_(self.non_local.out_norm.bias)
 
     def encode(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The MTN: (B, T, D) -> (B, T, D), before the dropout; padded positions are 0."""
+        """The MTN: (B, T, D) -> (B, T, width), before the dropout; padded positions are 0."""
         m = mask.unsqueeze(1).to(torch.float32)  # (B, 1, T)
         x = features.float().transpose(1, 2) * m
+        if self.config.width > x.shape[1]:  # zero channels: the release's 2048-wide MTN on smaller features
+            x = F.pad(x, (0, 0, 0, self.config.width - x.shape[1]))
         branches = [norm(F.relu(conv(x))) for conv, norm in zip(self.dilated, self.dilated_norm)]
         branches.append(self.non_local(F.relu(self.local(x)), m))
         h = torch.cat(branches, dim=1) * m  # padding never reaches the fusion conv

@@ -82,6 +82,10 @@ class Sink:
     def notice(self, payload: dict[str, Any]) -> None:
         """A camera notice (``type``: state / degraded / recovered; see vad.sinks.alerts)."""
 
+    def counters(self) -> dict[str, int]:
+        """Running totals for ``/metrics`` (``sent``, ``dropped``, ``failed``, ``retries``)."""
+        return {}
+
     def close(self) -> None:
         pass
 
@@ -191,6 +195,9 @@ class EventLogSink(Sink):
     def event(self, update: EventUpdate) -> None:
         if update.kind not in self.kinds:
             return
+        if self._fh is not None and self._rotated():
+            self._fh.close()
+            self._fh = None
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.path, "a", encoding="utf-8")
@@ -200,6 +207,13 @@ class EventLogSink(Sink):
         self._fh.write(json.dumps(record) + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
+
+    def _rotated(self) -> bool:
+        """The file was moved away (``RunDir.rotate_events``): the next line starts a new one."""
+        try:
+            return os.stat(self.path).st_ino != os.fstat(self._fh.fileno()).st_ino
+        except FileNotFoundError:
+            return True
 
     def close(self) -> None:
         if self._fh is not None:

@@ -119,6 +119,10 @@ class MQTTSink(Sink):
                      "time": payload.get("time")}
             self._publish(self.topic(camera, "state"), state, retain=True)
 
+    def counters(self) -> dict[str, int]:
+        with self._lock:
+            return {"sent": self.stats["published"], "dropped": self.stats["dropped"]}
+
     def close(self) -> None:
         if self.client is None:
             return

@@ -92,6 +92,8 @@ class WebhookSink(Sink):
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=int(queue_size))
         self._put_lock = threading.Lock()
         self._stop = threading.Event()
+        self._flight_lock = threading.Lock()
+        self._in_flight = self._abandoned = False
         self._worker = threading.Thread(target=self._run, name="webhook-sender", daemon=True)
         self._worker.start()
 
@@ -123,6 +125,10 @@ class WebhookSink(Sink):
                         pass
         self.stats.add(queued=1)
 
+    def counters(self) -> dict[str, int]:
+        snap = self.stats.snapshot()
+        return {k: snap[k] for k in ("sent", "dropped", "failed", "retries")}
+
     def close(self) -> None:
         if self._stop.is_set():
             return
@@ -141,7 +147,14 @@ class WebhookSink(Sink):
         if left:
             logger.warning("webhook: %d alert(s) not sent within %.1f s of closing", left, self.flush_timeout_s)
             self.stats.add(dropped=left)
-        self._worker.join(timeout=self.timeout_s + 1.0)
+        # a request still in flight gets what is left of the flush time, not its own timeout:
+        # the worker is a daemon, abandoned if the receiver hangs
+        self._worker.join(timeout=max(0.1, deadline - time.monotonic()))
+        with self._flight_lock:
+            if self._in_flight:  # given up on: counted now, and never again by the worker
+                self._abandoned = True
+                self.stats.add(dropped=1)
+                logger.warning("webhook: the alert in flight was abandoned at close (receiver not answering)")
 
     # ------------------------------------------------------------------ worker side
     def _run(self) -> None:
@@ -150,10 +163,20 @@ class WebhookSink(Sink):
                 payload = self._queue.get(timeout=0.1)
             except queue.Empty:
                 continue
+            with self._flight_lock:
+                self._in_flight = True
             try:
                 self._deliver(payload)
             finally:
+                with self._flight_lock:
+                    self._in_flight = False
                 self._queue.task_done()
+
+    def _count(self, **counts: int) -> None:
+        """Count an alert's outcome, unless close() already counted it as abandoned."""
+        with self._flight_lock:
+            if not self._abandoned:
+                self.stats.add(**counts)
 
     def _deliver(self, payload: dict[str, Any]) -> None:
         body = json.dumps(payload).encode()
@@ -161,11 +184,11 @@ class WebhookSink(Sink):
             if attempt:
                 self.stats.add(retries=1)
                 if self._stop.wait(min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))):
-                    self.stats.add(dropped=1)
+                    self._count(dropped=1)
                     return
             try:
                 self._post(body)
-                self.stats.add(sent=1)
+                self._count(sent=1)
                 return
             except _Permanent as err:
                 self._fail(str(err))
@@ -176,7 +199,7 @@ class WebhookSink(Sink):
         self._fail(self.stats.last_error)
 
     def _fail(self, reason: str) -> None:
-        self.stats.add(failed=1)
+        self._count(failed=1)
         self.stats.last_error = reason
         logger.warning("webhook %s: alert not delivered: %s", self.url.split("?", 1)[0], reason)
 
