@@ -93,6 +93,8 @@ class Trainer:
         released lists that carry their authors' absolute paths."""
         self.cfg, self.out, self.progress = cfg, Path(out), progress
         t = cfg.train
+        if t.select not in ("best", "last"):
+            raise TrainError(f"train.select must be 'best' or 'last', got {t.select!r}")
         if t.batch_size < 2:
             raise TrainError("train.batch_size must be >= 2 (pairs of normal and anomalous videos)")
         if t.classes not in ("names", "cluster"):
@@ -311,7 +313,10 @@ class Trainer:
             # Ties go to the later epoch: a coarse validation metric (video AUC over a few
             # dozen videos) saturates early, while localisation keeps improving.
             stale = 0 if valid and metric > self.best["metric"] else stale + 1
-            if valid and metric >= self.best["metric"]:
+            if t.select == "last":  # the epoch reached is the model (its metric is still logged)
+                self.best = {"epoch": self.epoch, "metric": float(metric) if valid else -math.inf}
+                save_module(self.head, self.out, extra=self._head_extra())
+            elif valid and metric >= self.best["metric"]:
                 self.best = {"epoch": self.epoch, "metric": float(metric)}
                 save_module(self.head, self.out, extra=self._head_extra())
             with open(metrics_path, "a") as fh:
@@ -329,7 +334,8 @@ class Trainer:
                    "n_train": len(self.train_videos), "n_val": len(self.val_videos),
                    "n_normal": len(self.normals), "n_anomalous": len(self.anomalies),
                    "classes": self.class_names, "dim": self.dim,
-                   "selection": "val_frame_auc" if self.val_gt else "val_video_auc (top-k of snippet scores)"}
+                   "selection": "last epoch" if t.select == "last" else
+                   "val_frame_auc" if self.val_gt else "val_video_auc (top-k of snippet scores)"}
         write_json_atomic(self.out / "summary.json", summary)
         return summary
 

@@ -250,3 +250,18 @@ def test_monitor_refuses_rtfm(tmp_path, random_i3d):
                       [f"head.load={tmp_path / 'head'}", f"features.weights={random_i3d}", "features.engine=torch"])
     with pytest.raises(MonitorError, match="needs the whole video"):
         build_heads(cfg, tmp_path / "mon")
+
+
+def test_a_wider_mtn_is_the_same_as_zero_padded_input():
+    """``width``: features zero-padded to the MTN's width inside the head, as the release's
+    2048-wide network sees 1024-d features padded in the files."""
+    torch.manual_seed(0)
+    wide = RTFMHead(RTFMConfig(input_dim=12, width=20, branch_dim=8, hidden=(8, 4))).eval()
+    padded = RTFMHead(RTFMConfig(input_dim=20, branch_dim=8, hidden=(8, 4))).eval()
+    padded.load_state_dict(wide.state_dict())
+    x = torch.randn(2, 9, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(wide(x), padded(torch.nn.functional.pad(x, (0, 8))), rtol=0, atol=1e-6)
+        assert wide.encode(x, torch.ones(2, 9, dtype=torch.bool)).shape == (2, 9, 20)
+    with pytest.raises(ValueError, match="width must be >= input_dim"):
+        RTFMConfig(input_dim=12, width=8)

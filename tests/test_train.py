@@ -176,3 +176,17 @@ def test_training_flushes_subnormals_only_while_it_runs(tmp_path, dataset, monke
             pass
         assert flushing_denormals()
     assert not flushing_denormals()
+
+
+def test_select_last_keeps_the_last_epoch_not_the_best(tmp_path, dataset):
+    train_list = dataset[0]
+    out = tmp_path / "last"
+    assert train(out, train_list, "mil", "--set", "train.epochs=5", "--set", "train.select=last",
+                 "--set", "train.keep_checkpoints=5") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best"]["epoch"] == 5 and summary["selection"] == "last epoch"
+    saved = load_file(str(out / "head.safetensors"))
+    last = load_file(str(out / "checkpoints" / "epoch-0005" / "head.safetensors"))
+    for k in saved:
+        np.testing.assert_array_equal(saved[k], last[k])
+    assert train(tmp_path / "bad", train_list, "mil", "--set", "train.select=newest") != 0

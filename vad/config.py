@@ -216,6 +216,7 @@ class TrainLoopConfig:
     n_clusters: int = 8  # with classes: cluster
     keep_checkpoints: int = 2
     patience: int | None = None  # stop after this many epochs without a better validation score
+    select: str = "best"  # best: the best validation epoch (else lowest loss) | last: the last epoch, as RTFM's release reports
     flush_denormal: bool = True  # flush subnormal floats to zero during training (CPU speed; see pipelines/train.py)
 
 
