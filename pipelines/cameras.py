@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from vad.config import ConfigError, EventConfig, ScoreConfig, deep_merge, from_dict, kwargs_from_dict, read_yaml
+from vad.config import (ConfigError, EventConfig, ScoreConfig, deep_merge, from_dict, kwargs_from_dict, read_yaml,
+                        to_dict)
 from vad.io.stream import StreamOptions
 from vad.sinks import Sink
 from vad.sinks.alerts import AlertRules
@@ -162,9 +163,9 @@ class Fleet:
 def _check(fn: Any, key: str) -> Any:
     try:
         return fn()
+    except ConfigError:
+        raise
     except (TypeError, ValueError) as err:
-        if isinstance(err, ConfigError):
-            raise
         text, leaf = str(err), key.rsplit(".", 1)[-1]
         # StreamOptions says "stream.x must ...": name the full key once
         raise ConfigError(key + text[len(leaf):] if text.startswith(leaf + ".") else f"{key}: {text}") from None
@@ -203,7 +204,7 @@ def _camera_cfg(base: ScoreConfig, s: CameraSettings, key: str) -> ScoreConfig:
     if s.threshold is not None:
         events["threshold"] = s.threshold
     if events:
-        merged = deep_merge({k: getattr(cfg.events, k) for k in EventConfig.__dataclass_fields__}, events)
+        merged = deep_merge(to_dict(cfg.events), events)
         cfg.events = from_dict(EventConfig, merged, prefix=f"{key}.events")
     stream = deep_merge(dict(cfg.monitor.stream), s.stream)
     if s.analysis_fps is not None:

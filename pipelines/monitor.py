@@ -30,6 +30,7 @@ that module's docstring).
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -136,6 +137,20 @@ class MonitorMetrics:
         if delta > 0:
             counter.labels(*labels).inc(delta)
             self._seen[key] = total
+
+    def count_alerts(self, camera: str, counts: dict[str, int], degraded: bool, source: Any) -> None:
+        """An alert gate's outcome counts (``AlertGate.counts``) and its degraded flag."""
+        for outcome in ("alerted", "short", "cooled", "notices"):
+            self.count_to(self.alerts, (camera, outcome), counts.get(outcome, 0), source)
+        self.degraded.labels(camera).set(1.0 if degraded else 0.0)
+
+    def count_sink(self, name: str, counts: dict[str, int], source: Any) -> None:
+        """An alert sink's running totals (``Sink.counters()``); several holders of one sink
+        name (camera actors) add up."""
+        for key, counter in (("sent", self.sink_sent), ("dropped", self.sink_dropped),
+                             ("failed", self.sink_failed), ("retries", self.sink_retries)):
+            if key in counts:
+                self.count_to(counter, name, counts[key], source)
 
 
 class _FrameRing:
@@ -316,9 +331,7 @@ class CameraMonitor:
         if self.last_score is not None:
             m.last_score.labels(c).set(self.last_score)
         if self.alerts is not None:
-            for outcome in ("alerted", "short", "cooled", "notices"):
-                m.count_to(m.alerts, (c, outcome), self.alerts.counts[outcome], self.alerts)
-            m.degraded.labels(c).set(1.0 if self.alerts.degraded else 0.0)
+            m.count_alerts(c, self.alerts.counts, self.alerts.degraded, self.alerts)
         m.count_to(m.retention_deleted, c, self.retention_deleted, self)
 
     # -- operations (called by the monitor's loop, not the scorer thread) -----------------------
@@ -548,7 +561,6 @@ class Monitor:
         if unknown:
             raise MonitorError(f"monitor.cameras names {unknown}, which are not among the cameras {names}")
         self.cfg = cfg
-        self.out = Path(out)
         self.run = RunDir(out)
         self.run.create()
         self.metrics = MonitorMetrics()
@@ -605,13 +617,8 @@ class Monitor:
         cameras = list(self.cameras)
         for c in cameras:
             c.poll_alerts()
-        m = self.metrics
         for name, sink in self.alert_sinks.items():
-            counts = sink.counters()
-            for key, counter in (("sent", m.sink_sent), ("dropped", m.sink_dropped), ("failed", m.sink_failed),
-                                 ("retries", m.sink_retries)):
-                if key in counts:
-                    m.count_to(counter, name, counts[key], sink)
+            self.metrics.count_sink(name, sink.counters(), sink)
         if self.fleet is not None and now - self._last_retention >= self.fleet.retention_check_s:
             self._last_retention = now
             self.apply_retention(now)
@@ -825,8 +832,6 @@ class FleetHeads:
         self._built: dict[str, Callable[[Camera], tuple[Head, Any, Any]]] = {}
 
     def __call__(self, camera: Camera) -> tuple[Head, Any, Any]:
-        import json
-
         cfg = self.fleet.cameras[camera.name].cfg
         key = json.dumps([to_dict(cfg.head), to_dict(cfg.features), to_dict(cfg.io), cfg.monitor.reference_seconds],
                          sort_keys=True, default=str)

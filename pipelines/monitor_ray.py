@@ -30,6 +30,7 @@ import time
 from collections import deque
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 from pipelines.cameras import CameraPlan, EventsLogSettings, Fleet, RetentionRules
@@ -51,7 +52,7 @@ _COUNTED = (("frames_in", "frames_in"), ("frames_scored", "frames_scored"), ("dr
 
 def fleet_of_cameras(cameras: list[Camera], cfg: ScoreConfig, out: Path) -> Fleet:
     """Plain ``NAME=URL`` cameras as a fleet without sinks (every camera on the job's config)."""
-    plans = {c.name: CameraPlan(c.name, c.url, cfg, (), AlertRules(), RetentionRules(), {"url": c.name})
+    plans = {c.name: CameraPlan(c.name, c.url, cfg, (), AlertRules(), RetentionRules())
              for c in cameras}
     return Fleet(out / "cameras", plans, {}, EventsLogSettings(max_mb=None), 600.0)
 
@@ -90,12 +91,9 @@ class CameraActor:
         return True
 
 
-class _Stats:
-    def __init__(self) -> None:
-        self.frames_in = 0
-
-
 class _Ring:
+    """The latest frame an actor sent (the dashboard's ``ring.latest()``)."""
+
     def __init__(self) -> None:
         self.jpeg: bytes | None = None
 
@@ -110,8 +108,7 @@ class RemoteCamera:
     def __init__(self, plan: CameraPlan, actor: Any) -> None:
         self.camera = Camera(plan.url, plan.name)
         self.actor = actor
-        self.source = type("Source", (), {})()
-        self.source.stats = _Stats()
+        self.source = SimpleNamespace(stats=SimpleNamespace(frames_in=0))  # what the dashboard samples
         self.ring = _Ring()
         self.frames_scored = 0
         self.last: dict[str, Any] | None = None
@@ -158,20 +155,14 @@ class RemoteCamera:
         c, h, src = self.camera.name, self.last["health"], self._incarnation
         for key, name in _COUNTED:
             m.count_to(getattr(m, name), c, h[key], src)
-        for outcome, total in self.last["alerts"].items():
-            if outcome in ("alerted", "short", "cooled", "notices"):
-                m.count_to(m.alerts, (c, outcome), total, src)
+        m.count_alerts(c, self.last["alerts"], self.last["degraded"], src)
         m.count_to(m.retention_deleted, c, self.last["retention_deleted"], src)
         m.up.labels(c).set(1.0 if self.reachable and h["state"] == "live" else 0.0)
         m.queue_depth.labels(c).set(h["queue_depth"])
-        m.degraded.labels(c).set(1.0 if self.last["degraded"] else 0.0)
         if h["last_score"] is not None:
             m.last_score.labels(c).set(h["last_score"])
         for sink, counts in self.last["sinks"].items():
-            for key, counter in (("sent", m.sink_sent), ("dropped", m.sink_dropped), ("failed", m.sink_failed),
-                                 ("retries", m.sink_retries)):
-                if key in counts:
-                    m.count_to(counter, sink, counts[key], src)  # summed over the actors using it
+            m.count_sink(sink, counts, src)
 
 
 class RayMonitor:

@@ -80,7 +80,9 @@ Our choices:
   which on the 1024-d ``planted`` quality set gave 0.855 frame AUC against 0.818 for the scaled
   widths (200 epochs, one seed; docs/benchmarks.md). The non-local inner width is
   ``branch_dim // 2``, as in the release; the fusion conv maps the concatenation back to
-  ``input_dim`` for the residual (the release zero-pads nothing: its input is 2048-d).
+  ``width`` for the residual: ``input_dim`` by default; ``width: 2048`` zero-pads smaller
+  features to the release's 2048 inside the head, as the public code sees padded files (on
+  ``planted`` it overfitted: docs/benchmarks.md, so it is not shipped).
 * **No input normalisation**: magnitudes carry the signal, so training segments are raw means
   (``segment_pooling``) and inference sees raw snippets, as in the release.
 * **One crop per draw.** ``vad train`` feeds one crop of each video per step (``train.crop``)
