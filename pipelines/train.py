@@ -194,7 +194,9 @@ class Trainer:
     def _batch(self) -> FeatureBatch:
         half = self.cfg.train.batch_size // 2
         n_seg = self.head.config.n_segments
-        pooling = getattr(self.head, "segment_pooling", {})  # how this core's training segments are pooled
+        pooling = dict(getattr(self.head, "segment_pooling", {}))  # how this core's training segments are pooled
+        if pooling.get("sample"):  # drawn from the checkpointed generator: a resumed run draws the same
+            pooling["rng"] = self.rng
         chosen = self._draw("anomalies", half) + self._draw("normals", half)
         feats = np.stack([self.store.segments(v, self._crop_index(v), n_seg, **pooling) for v in chosen])
         return FeatureBatch(

@@ -199,9 +199,11 @@ def bench_naive_training(head: str, lst: Path, out: Path, args: argparse.Namespa
     """One (anomalous, normal) pair per step, loaded and segmented from disk every step."""
     trainer = Trainer(train_config(head, args), lst, out, progress=False)  # same split, head, optimiser
     net, opt, n_seg = trainer.head, trainer.optimizer, trainer.head.config.n_segments
-    pooling = getattr(net, "segment_pooling", {})
-    pairs = trainer.steps_per_epoch() * (trainer.cfg.train.batch_size // 2)
+    pooling = dict(getattr(net, "segment_pooling", {}))
     rng = np.random.default_rng(args.seed)
+    if pooling.get("sample"):
+        pooling["rng"] = rng
+    pairs = trainer.steps_per_epoch() * (trainer.cfg.train.batch_size // 2)
     mask = torch.ones(2, n_seg, dtype=torch.bool)
     label = torch.tensor([1.0, 0.0])
     epochs = []

@@ -181,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
     ap.add_argument("--heads", nargs="+", default=list(HEADS), choices=list(HEADS))
     ap.add_argument("--seeds", type=int, default=3, help="training seeds per head and set (default 3)")
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="train seeds first-seed .. first-seed + seeds - 1 (default 0)")
     ap.add_argument("--train", type=int, default=300, help="training videos per set (default 300)")
     ap.add_argument("--test", type=int, default=100, help="test videos per set (default 100)")
     ap.add_argument("--dim", type=int, default=1024)
@@ -197,11 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     work = Path(tempfile.mkdtemp(prefix="bench_quality_", dir=args.workdir))
     results: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                      "command": " ".join(["bench_heads.py", *(sys.argv[1:] if argv is None else argv)]),
                      "machine": {**cpu_info(), "torch": torch.__version__}, "heads": args.heads,
-                     "seeds": list(range(args.seeds)), "amplitude": args.amplitude, "sets": {}}
+                     "seeds": seeds, "amplitude": args.amplitude, "sets": {}}
     try:
         for name in args.sets:
             folder = work / name
@@ -210,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             per_head: dict = {}
             for head in args.heads:
                 runs = []
-                for seed in range(args.seeds):
+                for seed in seeds:
                     out = folder / f"{head}_{seed}"
                     r = train_one(head, train_lst, gt, out, seed, args)
                     r["auc"], r["ap"] = test_scores(out, test_lst, test_labels)

@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rtfm-repo", type=Path, required=True, help="a clone of github.com/tianyu0207/RTFM")
     ap.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds run are first-seed .. first-seed + seeds - 1")
     ap.add_argument("--steps", type=int, default=800)
     ap.add_argument("--batch", type=int, default=32, help="videos of each kind per step (theirs: 32)")
     ap.add_argument("--crops", type=int, default=1, choices=(1, CROPS), help="crops per video (default 1)")
@@ -154,13 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_flush_denormal(True)  # their CPU training slows ~4x on denormals after ~200 steps (issue 15)
     rtfm = load_rtfm(args.rtfm_repo.resolve())
     work = Path(tempfile.mkdtemp(prefix="public_rtfm_"))
-    results: dict = {"steps": args.steps, "seeds": args.seeds, "amplitude": args.amplitude, "sets": {}}
+    results: dict = {"steps": args.steps, "seeds": list(range(args.first_seed, args.first_seed + args.seeds)), "amplitude": args.amplitude, "sets": {}}
     try:
         for name in args.sets:
             train_lst, _, test_lst, test_labels = write_set(work / name, name, args)  # bench_heads_quality's data
             runs = [run_once(rtfm, train_lst, test_lst, test_labels, args.steps, s, args.batch, args.crops,
                              args.eval_every, work / name / f"run{s}")
-                    for s in range(args.seeds)]
+                    for s in range(args.first_seed, args.first_seed + args.seeds)]
             last = np.array([r["last"] for r in runs])
             results["sets"][name] = {"runs": runs, "last_mean": float(last.mean()),
                                      "last_sd": float(last.std(ddof=1)) if len(last) > 1 else 0.0}

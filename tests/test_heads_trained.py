@@ -343,8 +343,40 @@ def test_gsmoe_config_validation():
         GSMoEConfig(gate="mean")
     with pytest.raises(ValueError, match="multiple of heads"):
         GSMoEConfig(hidden=30, heads=4, layers=1)
+    with pytest.raises(ValueError, match="train_segments"):
+        GSMoEConfig(train_segments="max")
     with pytest.raises(ValueError):
         build_module("gsmoe", {"n_experts": 3})
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_sampled_segments_are_single_snippets_from_their_spans(overlap):
+    t, n = 23, 8
+    x = np.arange(t, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)  # snippet i = (i, i, i)
+    edges = np.linspace(0, t, n + 1)
+    lo = np.floor(edges[:-1])
+    hi = (np.ceil(edges[1:]) if overlap else np.floor(edges[1:])) - 1  # last snippet index in the span
+    draws = [segment_features(x, n, normalize=False, overlap=overlap, sample=True, rng=np.random.default_rng(s))
+             for s in range(40)]
+    for d in draws:
+        assert d.shape == (n, 3) and (d[:, 0] == d[:, 1]).all()  # whole snippets, never mixed
+        assert ((d[:, 0] >= lo) & (d[:, 0] <= np.maximum(hi, lo))).all()
+    picked = np.stack([d[:, 0] for d in draws])
+    assert (picked.min(0) == lo).all() and (picked.max(0) == np.maximum(hi, lo)).all()  # the whole span is reachable
+    again = segment_features(x, n, normalize=False, overlap=overlap, sample=True, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(again, draws[0])  # same generator state, same draw
+    rng = np.random.default_rng(1)
+    first = segment_features(x, n, normalize=False, sample=True, rng=rng)
+    assert not np.array_equal(first, segment_features(x, n, normalize=False, sample=True, rng=rng))
+    short = segment_features(x[:3], n, normalize=False, sample=True, rng=rng)  # shorter than n: repeats
+    assert set(short[:, 0]) <= {0, 1, 2}
+    normed = segment_features(x[1:], n, sample=True, rng=rng)
+    np.testing.assert_allclose(np.linalg.norm(normed, axis=1), 1.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="rng"):
+        segment_features(x, n, sample=True)
+    assert build_module("gsmoe", {}).segment_pooling == {"normalize": False, "sample": True}
+    assert build_module("gsmoe", {"train_segments": "mean", "input_normalization": "l2"}).segment_pooling \
+        == {"normalize": True, "sample": False}
 
 
 @pytest.mark.parametrize("kind", ["mil", "gsmoe", "rtfm"])
@@ -398,8 +430,11 @@ def _train(head, videos, steps: int, batch: int, seed: int, lr: float = 3e-3) ->
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     n = head.config.n_segments
-    pooling = getattr(head, "segment_pooling", {})  # RTFM: raw disjoint means, as its trainer builds them
-    segs = np.stack([segment_features(v[0], n, **pooling) for v in videos])
+    pooling = dict(getattr(head, "segment_pooling", {}))  # RTFM: raw disjoint means, as its trainer builds them
+    if pooling.get("sample"):  # GS-MoE: one snippet per segment, drawn afresh for every batch
+        pooling["rng"] = rng
+    else:
+        segs = np.stack([segment_features(v[0], n, **pooling) for v in videos])
     label = np.array([v[2] for v in videos], dtype=np.float32)
     cls = np.array([v[3] for v in videos], dtype=np.int64)
     anom, norm = np.flatnonzero(label == 1), np.flatnonzero(label == 0)
@@ -408,7 +443,9 @@ def _train(head, videos, steps: int, batch: int, seed: int, lr: float = 3e-3) ->
     parts: dict[str, float] = {}
     for _ in range(steps):
         idx = np.r_[rng.choice(anom, batch // 2, replace=False), rng.choice(norm, batch // 2, replace=False)]
-        b = FeatureBatch(torch.from_numpy(segs[idx]), torch.ones(len(idx), n, dtype=torch.bool),
+        feats = (np.stack([segment_features(videos[i][0], n, **pooling) for i in idx]) if "rng" in pooling
+                 else segs[idx])
+        b = FeatureBatch(torch.from_numpy(feats), torch.ones(len(idx), n, dtype=torch.bool),
                          torch.from_numpy(label[idx]), torch.from_numpy(cls[idx]))
         loss, parts = head.loss(b)
         opt.zero_grad()

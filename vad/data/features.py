@@ -149,11 +149,15 @@ class FeatureStore:
         return arr
 
     def segments(self, video: FeatureVideo, crop: int, n_segments: int, *, normalize: bool = True,
-                 overlap: bool = True) -> np.ndarray:
+                 overlap: bool = True, sample: bool = False, rng: np.random.Generator | None = None) -> np.ndarray:
         """(n_segments, dim) mean-pooled segments of one crop (cached); L2-normalised unless
-        ``normalize=False``; see :func:`vad.heads.modules.segment_features`."""
+        ``normalize=False``; ``sample``: one snippet drawn from each segment with ``rng``, new at
+        every call (not cached); see :func:`vad.heads.modules.segment_features`."""
         from vad.heads.modules import segment_features
 
+        if sample:
+            return segment_features(self.crop(video, crop), n_segments, normalize=normalize,
+                                    overlap=overlap, sample=True, rng=rng)
         key = (video.video_id, crop, n_segments, bool(normalize), bool(overlap))
         if key not in self._segments:
             self._segments[key] = segment_features(self.crop(video, crop), n_segments,

@@ -54,7 +54,8 @@ class FeatureBatch:
 
 
 def segment_features(features: np.ndarray, n_segments: int, *, normalize: bool = True,
-                     overlap: bool = True) -> np.ndarray:
+                     overlap: bool = True, sample: bool = False,
+                     rng: np.random.Generator | None = None) -> np.ndarray:
     """(T, D) snippet features -> (n_segments, D): each segment is the mean of the snippets whose
     index falls in its share of the video (Sultani et al.'s 32-segment bags). Videos shorter than
     ``n_segments`` repeat snippets.
@@ -64,18 +65,25 @@ def segment_features(features: np.ndarray, n_segments: int, *, normalize: bool =
     neighbours), else ``floor(e[i]) .. floor(e[i+1]) - 1`` (disjoint, as RTFM's release pools);
     a segment that covers no whole snippet takes snippet ``floor(e[i])``. ``normalize``:
     L2-normalise each segment, as in the MIL paper (RTFM keeps the raw mean: its loss works on
-    feature magnitudes)."""
+    feature magnitudes). ``sample``: each segment is instead one snippet drawn uniformly from its
+    span with ``rng`` (a fresh draw per call), so training sees single snippets, the statistics
+    a model scores at test time, rather than their means."""
     features = np.asarray(features, dtype=np.float32)
     t = len(features)
     if t == 0:
         raise ValueError("cannot segment an empty feature sequence")
     edges = np.linspace(0, t, n_segments + 1)
-    out = np.empty((n_segments, features.shape[1]), dtype=np.float32)
-    for i in range(n_segments):
-        a = int(np.floor(edges[i]))
-        b = int(np.ceil(edges[i + 1])) if overlap else int(np.floor(edges[i + 1]))
-        b = max(b, a + 1)
-        out[i] = features[min(a, t - 1):min(b, t)].mean(axis=0)
+    starts = np.floor(edges[:-1]).astype(np.int64)
+    ends = np.ceil(edges[1:]) if overlap else np.floor(edges[1:])
+    ends = np.maximum(ends.astype(np.int64), starts + 1)
+    if sample:
+        if rng is None:
+            raise ValueError("sample=True needs an rng")
+        out = features[np.minimum(rng.integers(starts, ends), t - 1)]
+    else:
+        out = np.empty((n_segments, features.shape[1]), dtype=np.float32)
+        for i, (a, b) in enumerate(zip(starts, ends)):
+            out[i] = features[min(a, t - 1):min(b, t)].mean(axis=0)
     if not normalize:
         return out
     norm = np.linalg.norm(out, axis=1, keepdims=True)
