@@ -500,12 +500,17 @@ def test_rtfm_learns_planted_anomalies():
 
 
 def test_gsmoe_beats_mil_on_class_specific_anomalies():
-    """Same data, seeds, steps, batches and optimiser; GS-MoE's class experts win on average."""
+    """Same data, seeds, steps, batches and optimiser; GS-MoE's class experts win on average.
+
+    GS-MoE pools its training segments as MIL does here (L2-normalised means), so mostly the heads
+    differ: on this set, whose snippets are noisier than their signal, sampled single snippets (the
+    default) cost GS-MoE 0.06 of its lead."""
     aucs: dict[str, list[float]] = {"mil": [], "gsmoe": []}
+    same_batches = {"train_segments": "mean", "input_normalization": "l2"}
     for seed in range(3):
         train = make_feature_set(200, seed=seed, **MULTI)
         test = make_feature_set(100, seed=1000 + seed, **MULTI)
-        for kind, cfg in (("mil", MIL_CFG), ("gsmoe", {**GSMOE_CFG, "n_classes": 4})):
+        for kind, cfg in (("mil", MIL_CFG), ("gsmoe", {**GSMOE_CFG, **same_batches, "n_classes": 4})):
             torch.manual_seed(seed)
             head = build_module(kind, cfg)
             _train(head, train, steps=100, batch=16, seed=seed)
