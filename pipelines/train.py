@@ -194,11 +194,10 @@ class Trainer:
     def _batch(self) -> FeatureBatch:
         half = self.cfg.train.batch_size // 2
         n_seg = self.head.config.n_segments
-        pooling = dict(getattr(self.head, "segment_pooling", {}))  # how this core's training segments are pooled
-        if pooling.get("sample"):  # drawn from the checkpointed generator: a resumed run draws the same
-            pooling["rng"] = self.rng
+        pooling = getattr(self.head, "segment_pooling", {})  # how this core's training segments are pooled
         chosen = self._draw("anomalies", half) + self._draw("normals", half)
-        feats = np.stack([self.store.segments(v, self._crop_index(v), n_seg, **pooling) for v in chosen])
+        # a sampling core draws from the checkpointed generator: a resumed run draws the same
+        feats = np.stack([self.store.segments(v, self._crop_index(v), n_seg, rng=self.rng, **pooling) for v in chosen])
         return FeatureBatch(
             features=torch.from_numpy(feats),
             mask=torch.ones(feats.shape[:2], dtype=torch.bool),

@@ -199,10 +199,8 @@ def bench_naive_training(head: str, lst: Path, out: Path, args: argparse.Namespa
     """One (anomalous, normal) pair per step, loaded and segmented from disk every step."""
     trainer = Trainer(train_config(head, args), lst, out, progress=False)  # same split, head, optimiser
     net, opt, n_seg = trainer.head, trainer.optimizer, trainer.head.config.n_segments
-    pooling = dict(getattr(net, "segment_pooling", {}))
+    pooling = getattr(net, "segment_pooling", {})
     rng = np.random.default_rng(args.seed)
-    if pooling.get("sample"):
-        pooling["rng"] = rng
     pairs = trainer.steps_per_epoch() * (trainer.cfg.train.batch_size // 2)
     mask = torch.ones(2, n_seg, dtype=torch.bool)
     label = torch.tensor([1.0, 0.0])
@@ -213,7 +211,8 @@ def bench_naive_training(head: str, lst: Path, out: Path, args: argparse.Namespa
         for _ in range(pairs):
             pair = (trainer.anomalies[rng.integers(len(trainer.anomalies))],
                     trainer.normals[rng.integers(len(trainer.normals))])
-            feats = np.stack([segment_features(load_crop(v.paths[0], trainer.dim), n_seg, **pooling) for v in pair])
+            feats = np.stack([segment_features(load_crop(v.paths[0], trainer.dim), n_seg, rng=rng, **pooling)
+                              for v in pair])
             batch = FeatureBatch(torch.from_numpy(feats), mask, label, torch.tensor([v.cls for v in pair]))
             loss, _ = net.loss(batch)
             opt.zero_grad(set_to_none=True)

@@ -155,13 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_flush_denormal(True)  # their CPU training slows ~4x on denormals after ~200 steps (issue 15)
     rtfm = load_rtfm(args.rtfm_repo.resolve())
     work = Path(tempfile.mkdtemp(prefix="public_rtfm_"))
-    results: dict = {"steps": args.steps, "seeds": list(range(args.first_seed, args.first_seed + args.seeds)), "amplitude": args.amplitude, "sets": {}}
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    results: dict = {"steps": args.steps, "seeds": seeds, "amplitude": args.amplitude, "sets": {}}
     try:
         for name in args.sets:
             train_lst, _, test_lst, test_labels = write_set(work / name, name, args)  # bench_heads_quality's data
             runs = [run_once(rtfm, train_lst, test_lst, test_labels, args.steps, s, args.batch, args.crops,
                              args.eval_every, work / name / f"run{s}")
-                    for s in range(args.first_seed, args.first_seed + args.seeds)]
+                    for s in seeds]
             last = np.array([r["last"] for r in runs])
             results["sets"][name] = {"runs": runs, "last_mean": float(last.mean()),
                                      "last_sd": float(last.std(ddof=1)) if len(last) > 1 else 0.0}

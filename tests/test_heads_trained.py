@@ -430,10 +430,9 @@ def _train(head, videos, steps: int, batch: int, seed: int, lr: float = 3e-3) ->
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     n = head.config.n_segments
-    pooling = dict(getattr(head, "segment_pooling", {}))  # RTFM: raw disjoint means, as its trainer builds them
-    if pooling.get("sample"):  # GS-MoE: one snippet per segment, drawn afresh for every batch
-        pooling["rng"] = rng
-    else:
+    pooling = getattr(head, "segment_pooling", {})  # RTFM: raw disjoint means, as its trainer builds them
+    sample = pooling.get("sample", False)  # GS-MoE: one snippet per segment, drawn afresh for every batch
+    if not sample:
         segs = np.stack([segment_features(v[0], n, **pooling) for v in videos])
     label = np.array([v[2] for v in videos], dtype=np.float32)
     cls = np.array([v[3] for v in videos], dtype=np.int64)
@@ -443,8 +442,7 @@ def _train(head, videos, steps: int, batch: int, seed: int, lr: float = 3e-3) ->
     parts: dict[str, float] = {}
     for _ in range(steps):
         idx = np.r_[rng.choice(anom, batch // 2, replace=False), rng.choice(norm, batch // 2, replace=False)]
-        feats = (np.stack([segment_features(videos[i][0], n, **pooling) for i in idx]) if "rng" in pooling
-                 else segs[idx])
+        feats = np.stack([segment_features(videos[i][0], n, rng=rng, **pooling) for i in idx]) if sample else segs[idx]
         b = FeatureBatch(torch.from_numpy(feats), torch.ones(len(idx), n, dtype=torch.bool),
                          torch.from_numpy(label[idx]), torch.from_numpy(cls[idx]))
         loss, parts = head.loss(b)

@@ -151,8 +151,8 @@ class FeatureStore:
     def segments(self, video: FeatureVideo, crop: int, n_segments: int, *, normalize: bool = True,
                  overlap: bool = True, sample: bool = False, rng: np.random.Generator | None = None) -> np.ndarray:
         """(n_segments, dim) mean-pooled segments of one crop (cached); L2-normalised unless
-        ``normalize=False``; ``sample``: one snippet drawn from each segment with ``rng``, new at
-        every call (not cached); see :func:`vad.heads.modules.segment_features`."""
+        ``normalize=False``; ``sample``: one snippet drawn from each segment with ``rng`` (unused
+        otherwise), new at every call (not cached); see :func:`vad.heads.modules.segment_features`."""
         from vad.heads.modules import segment_features
 
         if sample:

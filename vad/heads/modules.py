@@ -11,7 +11,8 @@ A trainable core is a plain ``nn.Module`` with
   non-local block), used for streaming;
 * ``loss(batch: FeatureBatch) -> (loss tensor, {part name: float})``;
 * optionally ``segment_pooling``: keyword arguments of :func:`segment_features` the trainer
-  builds its training segments with (default: overlapping, L2-normalised segments), and
+  builds its training segments with (default: overlapping, L2-normalised segments; it passes its
+  checkpointed generator as ``rng``, which ``sample: True`` draws from), and
   ``input_normalization``: what the core does to its input (``"l2"`` or ``"none"``), noted in
   ``head.json``.
 
@@ -66,8 +67,8 @@ def segment_features(features: np.ndarray, n_segments: int, *, normalize: bool =
     a segment that covers no whole snippet takes snippet ``floor(e[i])``. ``normalize``:
     L2-normalise each segment, as in the MIL paper (RTFM keeps the raw mean: its loss works on
     feature magnitudes). ``sample``: each segment is instead one snippet drawn uniformly from its
-    span with ``rng`` (a fresh draw per call), so training sees single snippets, the statistics
-    a model scores at test time, rather than their means."""
+    span with ``rng`` (a fresh draw per call; ``rng`` is unused otherwise), so training sees single
+    snippets, the statistics a model scores at test time, rather than their means."""
     features = np.asarray(features, dtype=np.float32)
     t = len(features)
     if t == 0:
@@ -75,15 +76,15 @@ def segment_features(features: np.ndarray, n_segments: int, *, normalize: bool =
     edges = np.linspace(0, t, n_segments + 1)
     starts = np.floor(edges[:-1]).astype(np.int64)
     ends = np.ceil(edges[1:]) if overlap else np.floor(edges[1:])
-    ends = np.maximum(ends.astype(np.int64), starts + 1)
+    ends = np.maximum(ends.astype(np.int64), starts + 1)  # every span lies in [0, t): e[i] < t, e[n] = t
     if sample:
         if rng is None:
             raise ValueError("sample=True needs an rng")
-        out = features[np.minimum(rng.integers(starts, ends), t - 1)]
+        out = features[rng.integers(starts, ends)]
     else:
         out = np.empty((n_segments, features.shape[1]), dtype=np.float32)
         for i, (a, b) in enumerate(zip(starts, ends)):
-            out[i] = features[min(a, t - 1):min(b, t)].mean(axis=0)
+            out[i] = features[a:b].mean(axis=0)
     if not normalize:
         return out
     norm = np.linalg.norm(out, axis=1, keepdims=True)
