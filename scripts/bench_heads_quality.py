@@ -168,11 +168,64 @@ def report(results: dict) -> str:
             r = per_head[h]
             row += f"{r['auc_mean']:>12.4f} +- {r['auc_sd']:.4f}{r['ap_mean']:>10.4f} +- {r['ap_sd']:.4f}"
         lines.append(row)
+        fewer = [f"{h} over {len(per_head[h]['runs'])}" for h in heads
+                 if len(per_head[h]["runs"]) != len(results["seeds"])]
+        if fewer:
+            lines.append(f"{'':<13}(seeds: {', '.join(fewer)})")
     lines.append("")
     lines.append(f"{'set':<13}" + "".join(f"{h + ' s/epoch':>16}" for h in heads))
     for name, per_head in results["sets"].items():
         lines.append(f"{name:<13}" + "".join(f"{per_head[h]['epoch_s']:>16.3f}" for h in heads))
+    for source in results.get("merged_from", []):
+        lines.append(f"from {source['file']}: {source['command']}")
     return "\n".join(lines)
+
+
+def summarize(runs: list[dict]) -> dict:
+    """One (set, head) cell: its runs and their mean +- sd (sample sd; 0 for a single seed)."""
+    aucs, aps = np.array([r["auc"] for r in runs]), np.array([r["ap"] for r in runs])
+    return {"runs": runs, "auc_mean": float(aucs.mean()), "auc_sd": float(aucs.std(ddof=1)) if len(aucs) > 1 else 0.0,
+            "ap_mean": float(aps.mean()), "ap_sd": float(aps.std(ddof=1)) if len(aps) > 1 else 0.0,
+            "epoch_s": float(np.mean([r["epoch_s"] for r in runs]))}
+
+
+def merge(paths: list[Path]) -> dict:
+    """Several --json results (e.g. seeds or heads run as parallel invocations) as one table.
+
+    Runs are matched by (set, head, seed); the same seed twice must have the same AUC, else the
+    files come from different code or settings and are refused. Cells keep the seeds they have:
+    a head with fewer seeds than another is reported over its own."""
+    cells: dict[str, dict[str, dict[int, dict]]] = {}
+    heads: list[str] = []
+    sources = []
+    amplitudes = set()
+    for path in paths:
+        part = json.loads(Path(path).read_text())
+        amplitudes.add(part.get("amplitude"))
+        if len(amplitudes) > 1:
+            raise SystemExit(f"{path}: amplitude {part.get('amplitude')} differs from the other files' (other sets)")
+        sources.append({"file": str(path), "command": part.get("command"), "date": part.get("date"),
+                        "machine": part.get("machine")})
+        for name, per_head in part["sets"].items():
+            for head, cell in per_head.items():
+                heads += [head] if head not in heads else []
+                for i, run in enumerate(cell["runs"]):
+                    seed = int(run.get("seed", part["seeds"][i]))  # files written before runs carried their seed
+                    have = cells.setdefault(name, {}).setdefault(head, {})
+                    if seed in have and abs(have[seed]["auc"] - run["auc"]) > 1e-9:
+                        raise SystemExit(f"{path}: {name}/{head} seed {seed} has AUC {run['auc']:.6f}, another file "
+                                         f"{have[seed]['auc']:.6f}: results of different runs cannot be merged")
+                    have[seed] = {**run, "seed": seed}
+    order = [name for name in SETS if name in cells]
+    merged: dict = {"merged_from": sources, "heads": heads, "amplitude": amplitudes.pop(),
+                    "seeds": sorted({s for per_head in cells.values() for runs in per_head.values() for s in runs}),
+                    "sets": {}}
+    for name in order:
+        missing = [h for h in heads if h not in cells[name]]
+        if missing:
+            raise SystemExit(f"set {name} has no runs of {', '.join(missing)}: merge files that cover every head")
+        merged["sets"][name] = {h: summarize([cells[name][h][s] for s in sorted(cells[name][h])]) for h in heads}
+    return merged
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,10 +249,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-seed", type=int, default=0)
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--merge", type=Path, nargs="+", metavar="JSON", default=None,
+                    help="train nothing: combine earlier --json results (parallel invocations) into one "
+                         "table, printed and written to --json")
     args = ap.parse_args(argv)
+    if args.merge:
+        results = merge(args.merge)
+        results["report"] = report(results)
+        print(results["report"])
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(results, indent=1))
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench_quality_", dir=args.workdir))
     results: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                      "command": " ".join(["bench_heads.py", *(sys.argv[1:] if argv is None else argv)]),
@@ -215,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs = []
                 for seed in seeds:
                     out = folder / f"{head}_{seed}"
-                    r = train_one(head, train_lst, gt, out, seed, args)
+                    r = {"seed": seed, **train_one(head, train_lst, gt, out, seed, args)}
                     r["auc"], r["ap"] = test_scores(out, test_lst, test_labels)
                     if args.test_curve:
                         r["test_curve"] = test_curve(out, test_lst, test_labels)
@@ -225,10 +291,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{name:<12} {head:<6} seed {seed}: AUC {r['auc']:.4f} AP {r['ap']:.4f} "
                           f"(best epoch {r['best_epoch']}, {r['epoch_s']:.2f} s/epoch)", flush=True)
                     shutil.rmtree(out / "checkpoints", ignore_errors=True)
-                aucs, aps = np.array([r["auc"] for r in runs]), np.array([r["ap"] for r in runs])
-                per_head[head] = {"runs": runs, "auc_mean": float(aucs.mean()), "auc_sd": float(aucs.std(ddof=1)) if len(aucs) > 1 else 0.0,
-                                  "ap_mean": float(aps.mean()), "ap_sd": float(aps.std(ddof=1)) if len(aps) > 1 else 0.0,
-                                  "epoch_s": float(np.mean([r["epoch_s"] for r in runs]))}
+                per_head[head] = summarize(runs)
             results["sets"][name] = per_head
         text = report(results)
         print(text)

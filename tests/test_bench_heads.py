@@ -33,3 +33,40 @@ def test_bench_heads_tiny(tmp_path):
         assert len(train["product"]["epoch_s"]) == 2 and train["speedup_cold"] > 0 and train["speedup_later"] > 0
         assert infer["naive_snippets"] == 50 and infer["speedup"] > 0
     assert not any((tmp_path / "work").iterdir())  # the set is deleted without --keep
+
+
+def _quality(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), "--quality", *args], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+
+
+def test_bench_heads_quality_seeds_run_apart_merge_into_one_table(tmp_path):
+    # Two invocations with different training seeds (as run in parallel), then --merge.
+    tiny = ["--sets", "planted", "--heads", "mil", "--train", "16", "--test", "8", "--dim", "16",
+            "--epochs", "1", "--seeds", "1", "--threads", "1"]
+    parts = []
+    for seed in (0, 1):
+        part = tmp_path / f"seed{seed}.json"
+        proc = _quality(tmp_path, *tiny, "--first-seed", str(seed), "--workdir", str(tmp_path / f"w{seed}"),
+                        "--json", str(part))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert f"planted      mil    seed {seed}: AUC" in proc.stdout, proc.stdout
+        parts.append(json.loads(part.read_text()))
+        assert [r["seed"] for r in parts[-1]["sets"]["planted"]["mil"]["runs"]] == [seed]
+    merged_path = tmp_path / "merged.json"
+    proc = _quality(tmp_path, "--merge", str(tmp_path / "seed0.json"), str(tmp_path / "seed1.json"),
+                    "--json", str(merged_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    merged = json.loads(merged_path.read_text())
+    cell = merged["sets"]["planted"]["mil"]
+    aucs = [p["sets"]["planted"]["mil"]["runs"][0]["auc"] for p in parts]
+    assert [r["seed"] for r in cell["runs"]] == [0, 1] and merged["seeds"] == [0, 1]
+    assert abs(cell["auc_mean"] - sum(aucs) / 2) < 1e-12
+    assert abs(cell["auc_sd"] - abs(aucs[0] - aucs[1]) / 2 ** 0.5) < 1e-12  # sample sd of two
+    assert "from " in proc.stdout and "planted" in proc.stdout
+    # The same seed with a different result is two different experiments: refused.
+    forged = parts[1]
+    forged["sets"]["planted"]["mil"]["runs"][0]["seed"] = 0
+    (tmp_path / "forged.json").write_text(json.dumps(forged))
+    proc = _quality(tmp_path, "--merge", str(tmp_path / "seed0.json"), str(tmp_path / "forged.json"))
+    assert proc.returncode != 0 and "cannot be merged" in proc.stderr, proc.stderr[-2000:]

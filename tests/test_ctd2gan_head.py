@@ -43,7 +43,8 @@ def train(out, normal, iterations: int, *extra: str, resume: bool = False) -> in
 def trained(tmp_path_factory):
     d = tmp_path_factory.mktemp("ctd2gan")
     (d / "normal").mkdir()
-    normal = [write_lossless_video(d / "normal" / f"n{i}.mkv", scene(60, seed=i), 10.0) for i in range(2)]
+    for i in range(2):
+        write_lossless_video(d / "normal" / f"n{i}.mkv", scene(60, seed=i), 10.0)
     out = d / "head"
     assert train(out, [d / "normal"], 30) == 0
     return d, out

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from pipelines.inputs import VideoItem
-from pipelines.stages import Segment, assemble, decode_segment, plan_video
+from pipelines.stages import assemble, decode_segment, plan_video
 from tests.test_score_cli import SMALL, moving_square_video, run_cli
 from tests.videos import make_frames, write_lossless_video
 from pipelines.cli import main
