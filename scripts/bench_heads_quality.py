@@ -18,9 +18,12 @@ seed, and is **selected on validation data only**: the trainer's validation spli
 training list, scored by frame AUC against its frame labels (``--val-gt``). The selected model is
 scored on the test set: pooled frame ROC AUC and AP (each snippet's score repeated over its 16
 frames, as ``vad evaluate``), reported as mean +- sd over seeds, with seconds per epoch.
+``--oracle`` adds, per set, a probe *given* the true class signatures: the data's ceiling, to
+tell a head that cannot learn the task from data that do not separate.
 
     .venv/bin/python scripts/bench_heads.py --quality --json runs/bench_quality.json
     .venv/bin/python scripts/bench_heads.py --quality --sets planted --seeds 1 --heads mil   # a quick look
+    .venv/bin/python scripts/bench_heads.py --quality --heads mil --seeds 1 --epochs 1 --oracle   # the ceilings
 """
 
 from __future__ import annotations
@@ -108,13 +111,18 @@ def write_split(folder: Path, name: str, n: int, kind: dict, task: dict, dim: in
     return lst, labels
 
 
+def set_task(name: str, args: argparse.Namespace) -> dict:
+    """The task (base pattern, class signatures and strengths) behind set ``name``."""
+    return make_task(args.dim, 10_000 + list(SETS).index(name), SETS[name]["spread"])
+
+
 def write_set(folder: Path, name: str, args: argparse.Namespace) -> tuple[Path, dict, Path, dict]:
     """Set ``name``'s training and test splits under ``folder`` (lists and snippet labels); the
     one owner of which data a set is, shared with ``check_public_rtfm.py``."""
     set_i = list(SETS).index(name)
     kind = SETS[name]
     rng = np.random.default_rng(args.data_seed * 1000 + set_i)
-    task = make_task(args.dim, 10_000 + set_i, kind["spread"])
+    task = set_task(name, args)
     train_lst, train_labels = write_split(folder / "train", "train", args.train, kind, task, args.dim,
                                           args.amplitude, rng)
     test_lst, test_labels = write_split(folder / "test", "test", args.test, kind, task, args.dim, args.amplitude, rng)
@@ -131,6 +139,29 @@ def write_gt(folder: Path, labels: dict[str, np.ndarray]) -> Path:
 
 def test_scores(out: Path, lst: Path, labels: dict[str, np.ndarray]) -> tuple[float, float]:
     y, s = selected_model_frame_scores(out, lst, labels)
+    return float(roc_auc(y, s)), float(average_precision_step(y, s))
+
+
+def oracle_scores(task: dict, train_lst: Path, test_lst: Path, test_labels: dict[str, np.ndarray]) -> tuple[float, float]:
+    """Test frame AUC and AP of a probe that is *given* the class signatures (``--oracle``).
+
+    Each snippet scores ``max_c (x . sig_c - mu_c) / sd_c``, with ``mu_c``, ``sd_c`` the
+    projection's mean and sd over the training list's normal snippets: how well the data
+    separates when the signatures need not be learned. A ceiling for the heads, which must find
+    the signatures from video labels alone; no head uses it."""
+    sig = task["sig"].T.astype(np.float64)  # (dim, classes)
+
+    def project(lst: Path):
+        for path in (Path(line) for line in lst.read_text().splitlines() if line):
+            yield path.name.rsplit("__", 1)[0], np.load(path).astype(np.float64) @ sig
+
+    normal = np.concatenate([p for vid, p in project(train_lst) if vid.startswith("Normal")])
+    mu, sd = normal.mean(axis=0), normal.std(axis=0) + 1e-12
+    ys, ss = [], []
+    for vid, p in project(test_lst):
+        ys.append(np.repeat(test_labels[vid], 16))
+        ss.append(np.repeat(((p - mu) / sd).max(axis=1), 16))
+    y, s = np.concatenate(ys), np.concatenate(ss)
     return float(roc_auc(y, s)), float(average_precision_step(y, s))
 
 
@@ -172,6 +203,12 @@ def report(results: dict) -> str:
                  if len(per_head[h]["runs"]) != len(results["seeds"])]
         if fewer:
             lines.append(f"{'':<13}(seeds: {', '.join(fewer)})")
+    oracle = results.get("oracle") or {}
+    if oracle:
+        lines.append("")
+        lines.append("oracle: a probe given the true class signatures (the data's ceiling; no head sees them)")
+        for name, r in oracle.items():
+            lines.append(f"{name:<13}{r['auc']:>12.4f}{'':>8}{r['ap']:>10.4f}")
     lines.append("")
     lines.append(f"{'set':<13}" + "".join(f"{h + ' s/epoch':>16}" for h in heads))
     for name, per_head in results["sets"].items():
@@ -199,8 +236,13 @@ def merge(paths: list[Path]) -> dict:
     heads: list[str] = []
     sources = []
     amplitudes = set()
+    oracle: dict[str, dict] = {}
     for path in paths:
         part = json.loads(Path(path).read_text())
+        for name, r in (part.get("oracle") or {}).items():
+            if name in oracle and abs(oracle[name]["auc"] - r["auc"]) > 1e-9:
+                raise SystemExit(f"{path}: the oracle on {name} differs from another file's (other data)")
+            oracle[name] = r
         amplitudes.add(part.get("amplitude"))
         if len(amplitudes) > 1:
             raise SystemExit(f"{path}: amplitude {part.get('amplitude')} differs from the other files' (other sets)")
@@ -220,6 +262,8 @@ def merge(paths: list[Path]) -> dict:
     merged: dict = {"merged_from": sources, "heads": heads, "amplitude": amplitudes.pop(),
                     "seeds": sorted({s for per_head in cells.values() for runs in per_head.values() for s in runs}),
                     "sets": {}}
+    if oracle:
+        merged["oracle"] = {name: oracle[name] for name in SETS if name in oracle}
     for name in order:
         missing = [h for h in heads if h not in cells[name]]
         if missing:
@@ -246,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test-curve", action="store_true",
                     help="also score every epoch's checkpoint on the test split (diagnosis only; "
                          "selection stays on validation data)")
+    ap.add_argument("--oracle", action="store_true",
+                    help="also score each test split with a probe given the true class signatures (the "
+                         "data's ceiling, for reading the heads' numbers)")
     ap.add_argument("--data-seed", type=int, default=0)
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
@@ -276,6 +323,10 @@ def main(argv: list[str] | None = None) -> int:
             folder = work / name
             train_lst, train_labels, test_lst, test_labels = write_set(folder, name, args)
             gt = write_gt(folder / "gt", train_labels)
+            if args.oracle:
+                auc, ap_ = oracle_scores(set_task(name, args), train_lst, test_lst, test_labels)
+                results.setdefault("oracle", {})[name] = {"auc": auc, "ap": ap_}
+                print(f"{name:<12} oracle: AUC {auc:.4f} AP {ap_:.4f}", flush=True)
             per_head: dict = {}
             for head in args.heads:
                 runs = []

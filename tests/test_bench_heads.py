@@ -70,3 +70,33 @@ def test_bench_heads_quality_seeds_run_apart_merge_into_one_table(tmp_path):
     (tmp_path / "forged.json").write_text(json.dumps(forged))
     proc = _quality(tmp_path, "--merge", str(tmp_path / "seed0.json"), str(tmp_path / "forged.json"))
     assert proc.returncode != 0 and "cannot be merged" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_bench_heads_quality_oracle_is_the_data_ceiling_and_merges(tmp_path):
+    # The probe given the true signatures separates the planted intervals, and only through them:
+    # with no signature added it is at chance. --merge keeps it, and refuses two that differ.
+    tiny = ["--sets", "planted", "--heads", "mil", "--train", "16", "--test", "8", "--dim", "256",
+            "--epochs", "1", "--seeds", "1", "--threads", "1", "--oracle"]
+    oracle = {}
+    for amplitude in ("0.35", "0"):
+        part = tmp_path / f"a{amplitude}.json"
+        proc = _quality(tmp_path, *tiny, "--amplitude", amplitude, "--workdir", str(tmp_path / "w"),
+                        "--json", str(part))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "oracle: a probe given the true class signatures" in proc.stdout, proc.stdout
+        oracle[amplitude] = json.loads(part.read_text())["oracle"]["planted"]["auc"]
+    assert oracle["0.35"] > 0.95, oracle
+    assert abs(oracle["0"] - 0.5) < 0.15, oracle
+    # The same data and seed run again is the same result: merged, the oracle is carried over.
+    proc = _quality(tmp_path, *tiny, "--amplitude", "0.35", "--workdir", str(tmp_path / "w"),
+                    "--json", str(tmp_path / "again.json"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = _quality(tmp_path, "--merge", str(tmp_path / "a0.35.json"), str(tmp_path / "again.json"),
+                    "--json", str(tmp_path / "merged.json"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "merged.json").read_text())["oracle"]["planted"]["auc"] == oracle["0.35"]
+    forged = json.loads((tmp_path / "again.json").read_text())
+    forged["oracle"]["planted"]["auc"] = 0.5
+    (tmp_path / "forged.json").write_text(json.dumps(forged))
+    proc = _quality(tmp_path, "--merge", str(tmp_path / "a0.35.json"), str(tmp_path / "forged.json"))
+    assert proc.returncode != 0 and "oracle" in proc.stderr, proc.stderr[-2000:]
