@@ -63,6 +63,9 @@ def test_bench_heads_quality_seeds_run_apart_merge_into_one_table(tmp_path):
     assert [r["seed"] for r in cell["runs"]] == [0, 1] and merged["seeds"] == [0, 1]
     assert abs(cell["auc_mean"] - sum(aucs) / 2) < 1e-12
     assert abs(cell["auc_sd"] - abs(aucs[0] - aucs[1]) / 2 ** 0.5) < 1e-12  # sample sd of two
+    highs = [p["sets"]["planted"]["mil"]["runs"][0]["normal_high"] for p in parts]
+    assert all(0.0 <= h <= 1.0 for h in highs) and abs(cell["normal_high_mean"] - sum(highs) / 2) < 1e-12
+    assert "normal videos' frames scoring >= 0.5" in proc.stdout
     assert "from " in proc.stdout and "planted" in proc.stdout
     # The same seed with a different result is two different experiments: refused.
     forged = parts[1]
