@@ -175,9 +175,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in args.sets:
             train_lst, _, test_lst, test_labels = write_set(work / name, name, args)  # bench_heads_quality's data
-            runs = [run_once(rtfm, train_lst, test_lst, test_labels, args.steps, s, args.batch, args.crops,
-                             args.eval_every, work / name / f"run{s}")
-                    for s in seeds]
+            runs = []
+            for s in seeds:
+                runs.append({"seed": s, **run_once(rtfm, train_lst, test_lst, test_labels, args.steps, s, args.batch,
+                                                   args.crops, args.eval_every, work / name / f"run{s}")})
+                print(f"{name:<12} public RTFM seed {s}: AUC {runs[-1]['last']:.4f} at step {args.steps} (best on "
+                      f"test {runs[-1]['best_on_test']:.4f}); normal frames >= {HIGH_SCORE}: "
+                      f"{100 * runs[-1]['normal_high']:.2f} %", flush=True)
             last = np.array([r["last"] for r in runs])
             results["sets"][name] = {"runs": runs, "last_mean": float(last.mean()),
                                      "last_sd": float(last.std(ddof=1)) if len(last) > 1 else 0.0,
