@@ -185,6 +185,13 @@ def test_curve(out: Path, lst: Path, labels: dict[str, np.ndarray]) -> list[floa
             for d in sorted((out / "checkpoints").glob("epoch-*"))]
 
 
+def selection_name(cfg: TrainConfig) -> str:
+    """How the trainer picked the model it leaves, in the report's words."""
+    if cfg.train.select == "last":
+        return "the last epoch"
+    return "validation frame AUC" if cfg.train.val_fraction > 0 else "lowest training loss (no validation split)"
+
+
 def train_one(head: str, lst: Path, gt: Path, out: Path, seed: int, args: argparse.Namespace) -> dict:
     keep = (args.epochs or 100_000) if args.test_curve else 1
     sets = [f"train.seed={seed}", f"train.keep_checkpoints={keep}"]
@@ -198,13 +205,16 @@ def train_one(head: str, lst: Path, gt: Path, out: Path, seed: int, args: argpar
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return {"epochs": len(records), "epoch_s": float(np.mean([r["train_s"] for r in records])), "train_s": wall,
             "best_epoch": trainer.best.get("epoch"), "val_metric": trainer.best.get("metric"),
+            "selection": selection_name(cfg),
             "val_curve": [round(r.get("val_frame_auc", float("nan")), 4) for r in records]}
 
 
 def report(results: dict) -> str:
     heads = results["heads"]
+    picks = sorted({r.get("selection", "validation frame AUC") for per_head in results["sets"].values()
+                    for cell in per_head.values() for r in cell["runs"]})
     lines = [f"Frame AUC / AP on the test split, mean +- sd over {len(results['seeds'])} training seed(s); "
-             "selected on validation frame AUC only",
+             f"model selected by {' / '.join(picks)}",
              f"{'set':<13}" + "".join(f"{h + ' AUC':>20}{h + ' AP':>18}" for h in heads)]
     for name, per_head in results["sets"].items():
         row = f"{name:<13}"
